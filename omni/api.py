@@ -1,0 +1,63 @@
+"""`omni.load` and `omni.save`: official checkpoints in, official checkpoints out."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .checkpoints import load_state, resolve, save_state
+from .config import OmniConfig
+from .errors import CheckpointError
+from .model import OmniModel, normalize_components
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def _dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype")
+
+
+def load(
+    path_or_repo_id,
+    components=None,
+    dtype=None,
+    device="cpu",
+    revision: str | None = None,
+    quiet: bool = False,
+) -> OmniModel:
+    """Load an official Qwen-Omni checkpoint (local directory or hub repo id) into an OmniModel.
+
+    components: which parts to build and read, e.g. ("thinker",); default: every implemented part.
+    dtype: cast floating tensors (default: keep the stored dtype). device: where the weights go.
+    """
+    components = normalize_components(components)
+    directory = resolve(os.fspath(path_or_repo_id), components, revision, quiet)
+    config = OmniConfig.from_pretrained(directory)
+    with torch.device("meta"):
+        model = OmniModel(config, components)
+    progress = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        total = sum(p.numel() * p.element_size() for p in model.parameters())
+        progress = tqdm(total=total, unit="B", unit_scale=True, desc="loading", leave=False)
+    try:
+        load_state(model, directory, model.components, _dtype(dtype), torch.device(device), progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    model.eval()
+    return model
+
+
+def save(model: OmniModel, directory, max_shard_size="5GB") -> None:
+    """Write `model` in the official layout: config.json, safetensors shards (+ index json when sharded)."""
+    directory = os.fspath(directory)
+    save_state(model, directory, max_shard_size)
+    model.config.save_pretrained(directory)

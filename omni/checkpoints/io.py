@@ -1,0 +1,251 @@
+"""Reading and writing checkpoints in the official on-disk layout (safetensors shards + index json).
+
+Loading builds the model on the meta device (no memory), then streams tensors from memory-mapped shards
+straight into freshly allocated parameters: one copy of the weights, never two. Only safetensors are read;
+nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import CheckpointError
+from .qwen3_omni import COMPONENT_PREFIXES, IGNORED_SUFFIXES, KEY_MAP
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Locating the tensors
+
+
+def weight_map(directory: str) -> dict[str, str]:
+    """Official key -> shard file name, from the index json or the single-file checkpoint."""
+    index = os.path.join(directory, INDEX_NAME)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                wm = json.load(f)["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({e}); re-download it") from None
+        if not isinstance(wm, dict):
+            raise CheckpointError(f"{index}: `weight_map` must map tensor names to file names")
+        for key, file in wm.items():
+            _check_shard_name(directory, file, key)
+        return wm
+    single = os.path.join(directory, SINGLE_NAME)
+    if os.path.isfile(single):
+        with _open(single) as f:
+            return {k: SINGLE_NAME for k in f.keys()}
+    found = [n for n in os.listdir(directory) if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    hint = f" (found {found[:3]}: pickle formats are never loaded, convert them to safetensors)" if found else ""
+    raise CheckpointError(f"no {INDEX_NAME} or {SINGLE_NAME} in {directory}{hint}")
+
+
+def _check_shard_name(directory: str, file, key: str) -> None:
+    if not isinstance(file, str) or not file.endswith(".safetensors"):
+        raise CheckpointError(f"index entry {key!r} names {file!r}: only .safetensors shards are loaded")
+    root = os.path.realpath(directory)
+    path = os.path.realpath(os.path.join(directory, file))
+    if os.path.isabs(file) or os.path.dirname(path) != root:
+        raise CheckpointError(
+            f"index entry {key!r} names {file!r}, which lies outside the checkpoint directory {directory}; "
+            "refusing to read it (a corrupt or malicious index)"
+        )
+
+
+def _open(path: str):
+    if not os.path.isfile(path):
+        raise CheckpointError(f"missing shard {path}: the index names it but it is not there; re-download it")
+    try:
+        return safe_open(path, framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e} (truncated or corrupt file? re-download it)") from None
+
+
+def component_of(key: str) -> str | None:
+    for comp, prefixes in COMPONENT_PREFIXES.items():
+        if key.startswith(prefixes):
+            return comp
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _get_param(model: nn.Module, name: str):
+    mod_name, _, attr = name.rpartition(".")
+    try:
+        mod = model.get_submodule(mod_name) if mod_name else model
+    except AttributeError:
+        return None, None, None
+    p = mod._parameters.get(attr) if attr in mod._parameters else mod._buffers.get(attr)
+    if p is None and attr not in mod._parameters and attr not in mod._buffers:
+        return None, None, None
+    return mod, attr, p
+
+
+def _set(mod: nn.Module, attr: str, tensor: torch.Tensor):
+    if attr in mod._parameters:
+        mod._parameters[attr] = nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+    else:
+        mod._buffers[attr] = tensor
+
+
+def _summary(title: str, items: list) -> str:
+    shown = ", ".join(str(i) for i in items[:5])
+    more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+    return f"{len(items)} {title}: {shown}{more}"
+
+
+def load_state(model: nn.Module, directory: str, components, dtype=None, device="cpu", progress=None) -> None:
+    """Fill the meta-device `model` with the tensors of the checkpoint in `directory`.
+
+    Tensors of components not in `components` are skipped, and shards holding only such tensors are never
+    opened. Missing, unexpected and wrongly-shaped tensors are collected and reported in one CheckpointError.
+    """
+    wm = weight_map(directory)
+    by_file: dict[str, list[str]] = defaultdict(list)
+    unexpected, wrong_shape = [], []
+    for key, file in wm.items():
+        comp = component_of(key)
+        if comp is not None and comp not in components:
+            continue
+        by_file[file].append(key)
+
+    expected = {n for n, _ in model.named_parameters()}
+    filled: dict[str, set] = defaultdict(set)  # stacked param -> experts seen; others -> {None}
+    stacked_shapes = {}
+    for file in sorted(by_file):
+        with _open(os.path.join(directory, file)) as f:
+            present = set(f.keys())
+            for key in by_file[file]:
+                if key not in present:
+                    raise CheckpointError(f"{file} does not contain {key!r} although the index says so")
+                if key.endswith(IGNORED_SUFFIXES):
+                    continue
+                m = KEY_MAP.to_omni(key)
+                mod, attr, param = _get_param(model, m.name) if m else (None, None, None)
+                if mod is None:
+                    unexpected.append(key)
+                    continue
+                shape = tuple(f.get_slice(key).get_shape())
+                want = tuple(param.shape[1:]) if m.expert is not None else tuple(param.shape)
+                if shape != want or (m.expert is not None and m.expert >= param.shape[0]):
+                    wrong_shape.append(f"{key} {list(shape)} (model expects {list(want)})")
+                    continue
+                try:
+                    t = f.get_tensor(key)
+                except (SafetensorError, OSError, ValueError) as e:
+                    raise CheckpointError(f"cannot read {key} from {file}: {e}") from None
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                if m.expert is None:
+                    _set(mod, attr, t.to(device))
+                else:
+                    if param.is_meta:  # first expert seen: allocate the whole stack once
+                        stacked_shapes[m.name] = param.shape
+                        _set(mod, attr, torch.empty(param.shape, dtype=t.dtype, device=device))
+                        param = getattr(mod, attr)
+                    with torch.no_grad():
+                        param[m.expert].copy_(t)
+                filled[m.name].add(m.expert)
+                if progress is not None:
+                    progress.update(t.numel() * t.element_size())
+
+    missing = []
+    for name in sorted(expected):
+        if name not in filled:
+            missing.append(name)
+        elif name in stacked_shapes and len(filled[name]) != stacked_shapes[name][0]:
+            absent = sorted(set(range(stacked_shapes[name][0])) - filled[name])
+            missing.append(f"{name} experts {absent[:5]}")
+    problems = []
+    if missing:
+        problems.append(_summary("missing tensors (omni names)", missing))
+    if unexpected:
+        problems.append(_summary("unexpected tensors", unexpected))
+    if wrong_shape:
+        problems.append(_summary("tensors with the wrong shape", wrong_shape))
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {directory} does not fit the model built from its config.json:\n  "
+            + "\n  ".join(problems)
+            + "\nCheck that config.json and the weights come from the same release."
+        )
+    _init_buffers(model, device)
+
+
+def _init_buffers(model: nn.Module, device) -> None:
+    """Recompute non-persistent buffers (rotary tables...) that the meta-device build left empty."""
+    for mod in model.modules():
+        for name, buf in list(mod._buffers.items()):
+            if buf is not None and buf.is_meta:
+                mod._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device=device)
+        if hasattr(mod, "init_buffers"):
+            mod.init_buffers()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving
+
+
+def _parse_size(size) -> int:
+    if isinstance(size, int):
+        return size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    s = str(size).strip().upper()
+    for u in sorted(units, key=len, reverse=True):
+        if s.endswith(u):
+            return int(float(s[: -len(u)]) * units[u])
+    return int(s)
+
+
+def official_state_dict(model: nn.Module):
+    """Yield (official key, tensor) for every parameter of `model`, per-expert tensors split out again."""
+    for name, p in model.named_parameters():
+        keys = KEY_MAP.to_official(name, p.shape[0] if KEY_MAP.is_stacked(name) else 0)
+        if keys is None:
+            raise CheckpointError(f"omni parameter {name!r} has no official name in the key map")
+        if len(keys) == 1 and not KEY_MAP.is_stacked(name):
+            yield keys[0], p.detach()
+        else:
+            for e, key in enumerate(keys):
+                yield key, p.detach()[e]
+
+
+def save_state(model: nn.Module, directory: str, max_shard_size="5GB") -> None:
+    limit = _parse_size(max_shard_size)
+    os.makedirs(directory, exist_ok=True)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size, total = 0, 0
+    for key, t in official_state_dict(model):
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > limit:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t.contiguous().cpu()
+        size += n
+        total += n
+    for stale in os.listdir(directory):  # never leave shards of an earlier save beside the new index
+        if stale.endswith(".safetensors") or stale == INDEX_NAME:
+            os.remove(os.path.join(directory, stale))
+    if len(shards) == 1:
+        save_file(shards[0], os.path.join(directory, SINGLE_NAME), metadata={"format": "pt"})
+        return
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    wm = {}
+    for name, shard in zip(names, shards):
+        save_file(shard, os.path.join(directory, name), metadata={"format": "pt"})
+        wm.update({k: name for k in shard})
+    with open(os.path.join(directory, INDEX_NAME), "w", encoding="utf-8") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(wm.items()))}, f, indent=2)

@@ -1,0 +1,131 @@
+"""Qwen3-Omni (model_type `qwen3_omni_moe`): the official checkpoint key names and their omni counterparts.
+
+This is the only place that knows the official tensor names of this release. Left: the name on disk
+(`{}` = layer / expert / codebook index, `{*}` = the rest of the key). Right: the omni parameter.
+Per-expert tensors on disk (`...experts.{e}.gate_proj.weight`) become one stacked (E, F, D) parameter.
+"""
+
+from __future__ import annotations
+
+from .keymap import KeyMap
+
+# One decoder layer (Thinker LM, Talker LM, code predictor): official suffix -> omni suffix.
+_DECODER_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn.q_proj.weight",
+    "self_attn.k_proj.weight": "attn.k_proj.weight",
+    "self_attn.v_proj.weight": "attn.v_proj.weight",
+    "self_attn.o_proj.weight": "attn.o_proj.weight",
+    "self_attn.q_norm.weight": "attn.q_norm.weight",
+    "self_attn.k_norm.weight": "attn.k_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    # dense SwiGLU layers
+    "mlp.gate_proj.weight": "ffn.gate_proj.weight",
+    "mlp.up_proj.weight": "ffn.up_proj.weight",
+    "mlp.down_proj.weight": "ffn.down_proj.weight",
+    # MoE layers: router, stacked experts, optional shared expert (Talker)
+    "mlp.gate.weight": "ffn.router.weight",
+    "mlp.experts.{}.gate_proj.weight": "ffn.experts.gate_proj",
+    "mlp.experts.{}.up_proj.weight": "ffn.experts.up_proj",
+    "mlp.experts.{}.down_proj.weight": "ffn.experts.down_proj",
+    "mlp.shared_expert.gate_proj.weight": "ffn.shared_expert.gate_proj.weight",
+    "mlp.shared_expert.up_proj.weight": "ffn.shared_expert.up_proj.weight",
+    "mlp.shared_expert.down_proj.weight": "ffn.shared_expert.down_proj.weight",
+    "mlp.shared_expert_gate.weight": "ffn.shared_expert_gate.weight",
+}
+
+_DECODERS = {  # official layer prefix -> omni layer prefix
+    "thinker.model.layers.{}.": "thinker.decoder.layers.{}.",
+    "talker.model.layers.{}.": "talker.decoder.layers.{}.",
+    "talker.code_predictor.model.layers.{}.": "talker.code_predictor.decoder.layers.{}.",
+}
+
+_THINKER = {
+    "thinker.model.embed_tokens.weight": "thinker.embed_tokens.weight",
+    "thinker.model.norm.weight": "thinker.decoder.norm.weight",
+    "thinker.lm_head.weight": "thinker.lm_head.weight",
+}
+
+_VISION = {  # thinker.visual -> thinker.vision
+    "thinker.visual.patch_embed.proj.{*}": "thinker.vision.patch_embed.proj.{*}",
+    "thinker.visual.pos_embed.weight": "thinker.vision.pos_embed.weight",
+    "thinker.visual.blocks.{}.norm1.{*}": "thinker.vision.blocks.{}.attn_norm.{*}",
+    "thinker.visual.blocks.{}.attn.qkv.{*}": "thinker.vision.blocks.{}.attn.qkv.{*}",
+    "thinker.visual.blocks.{}.attn.proj.{*}": "thinker.vision.blocks.{}.attn.proj.{*}",
+    "thinker.visual.blocks.{}.norm2.{*}": "thinker.vision.blocks.{}.mlp_norm.{*}",
+    "thinker.visual.blocks.{}.mlp.linear_fc1.{*}": "thinker.vision.blocks.{}.mlp.fc1.{*}",
+    "thinker.visual.blocks.{}.mlp.linear_fc2.{*}": "thinker.vision.blocks.{}.mlp.fc2.{*}",
+    "thinker.visual.merger.ln_q.{*}": "thinker.vision.merger.norm.{*}",
+    "thinker.visual.merger.mlp.0.{*}": "thinker.vision.merger.fc1.{*}",
+    "thinker.visual.merger.mlp.2.{*}": "thinker.vision.merger.fc2.{*}",
+    "thinker.visual.merger_list.{}.ln_q.{*}": "thinker.vision.deepstack_mergers.{}.norm.{*}",
+    "thinker.visual.merger_list.{}.mlp.0.{*}": "thinker.vision.deepstack_mergers.{}.fc1.{*}",
+    "thinker.visual.merger_list.{}.mlp.2.{*}": "thinker.vision.deepstack_mergers.{}.fc2.{*}",
+}
+
+_AUDIO = {  # thinker.audio_tower -> thinker.audio
+    "thinker.audio_tower.conv2d1.{*}": "thinker.audio.conv1.{*}",
+    "thinker.audio_tower.conv2d2.{*}": "thinker.audio.conv2.{*}",
+    "thinker.audio_tower.conv2d3.{*}": "thinker.audio.conv3.{*}",
+    "thinker.audio_tower.conv_out.weight": "thinker.audio.conv_out.weight",
+    "thinker.audio_tower.layers.{}.self_attn_layer_norm.{*}": "thinker.audio.layers.{}.attn_norm.{*}",
+    "thinker.audio_tower.layers.{}.self_attn.q_proj.{*}": "thinker.audio.layers.{}.attn.q_proj.{*}",
+    "thinker.audio_tower.layers.{}.self_attn.k_proj.{*}": "thinker.audio.layers.{}.attn.k_proj.{*}",
+    "thinker.audio_tower.layers.{}.self_attn.v_proj.{*}": "thinker.audio.layers.{}.attn.v_proj.{*}",
+    "thinker.audio_tower.layers.{}.self_attn.out_proj.{*}": "thinker.audio.layers.{}.attn.o_proj.{*}",
+    "thinker.audio_tower.layers.{}.final_layer_norm.{*}": "thinker.audio.layers.{}.mlp_norm.{*}",
+    "thinker.audio_tower.layers.{}.fc1.{*}": "thinker.audio.layers.{}.mlp.fc1.{*}",
+    "thinker.audio_tower.layers.{}.fc2.{*}": "thinker.audio.layers.{}.mlp.fc2.{*}",
+    "thinker.audio_tower.ln_post.{*}": "thinker.audio.norm_out.{*}",
+    "thinker.audio_tower.proj1.{*}": "thinker.audio.proj1.{*}",
+    "thinker.audio_tower.proj2.{*}": "thinker.audio.proj2.{*}",
+}
+
+_TALKER = {
+    "talker.model.codec_embedding.weight": "talker.codec_embedding.weight",
+    "talker.model.norm.weight": "talker.decoder.norm.weight",
+    "talker.codec_head.weight": "talker.codec_head.weight",
+    "talker.text_projection.linear_fc1.{*}": "talker.text_projection.fc1.{*}",
+    "talker.text_projection.linear_fc2.{*}": "talker.text_projection.fc2.{*}",
+    "talker.hidden_projection.linear_fc1.{*}": "talker.hidden_projection.fc1.{*}",
+    "talker.hidden_projection.linear_fc2.{*}": "talker.hidden_projection.fc2.{*}",
+    "talker.code_predictor.model.codec_embedding.{}.weight": "talker.code_predictor.codec_embedding.{}.weight",
+    "talker.code_predictor.model.norm.weight": "talker.code_predictor.decoder.norm.weight",
+    "talker.code_predictor.lm_head.{}.weight": "talker.code_predictor.lm_heads.{}.weight",
+}
+
+_CODE2WAV = {
+    "code2wav.code_embedding.weight": "code2wav.code_embedding.weight",
+    "code2wav.pre_transformer.layers.{}.input_layernorm.weight": "code2wav.transformer.layers.{}.attn_norm.weight",
+    "code2wav.pre_transformer.layers.{}.self_attn.{*}": "code2wav.transformer.layers.{}.attn.{*}",
+    "code2wav.pre_transformer.layers.{}.self_attn_layer_scale.scale": "code2wav.transformer.layers.{}.attn_scale",
+    "code2wav.pre_transformer.layers.{}.post_attention_layernorm.weight": "code2wav.transformer.layers.{}.ffn_norm.weight",
+    "code2wav.pre_transformer.layers.{}.mlp.{*}": "code2wav.transformer.layers.{}.ffn.{*}",
+    "code2wav.pre_transformer.layers.{}.mlp_layer_scale.scale": "code2wav.transformer.layers.{}.ffn_scale",
+    "code2wav.pre_transformer.norm.weight": "code2wav.transformer.norm.weight",
+    "code2wav.upsample.{*}": "code2wav.upsample.{*}",  # nested (ConvTranspose, ConvNeXt) stages, same names
+    "code2wav.decoder.{*}": "code2wav.decoder.{*}",  # causal conv decoder with SnakeBeta, same names
+}
+
+
+def _table() -> dict[str, str]:
+    table = {}
+    for off_prefix, omni_prefix in _DECODERS.items():
+        for off, omni in _DECODER_LAYER.items():
+            table[off_prefix + off] = omni_prefix + omni
+    for part in (_THINKER, _VISION, _AUDIO, _TALKER, _CODE2WAV):
+        table.update(part)
+    return table
+
+
+KEY_MAP = KeyMap(_table())
+
+# Keys that may appear in a checkpoint and carry nothing omni needs (recomputed buffers).
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "positional_embedding.positional_embedding")
+
+# Which official key prefixes belong to which omni component (for `components=` and hub shard selection).
+COMPONENT_PREFIXES = {
+    "thinker": ("thinker.",),
+    "talker": ("talker.",),
+    "code2wav": ("code2wav.",),
+}

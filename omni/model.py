@@ -1,0 +1,43 @@
+"""OmniModel: the Thinker, Talker and Code2Wav of one release, built from an OmniConfig."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import OmniConfig
+from .errors import ConfigError
+from .thinker import Thinker
+
+ALL_COMPONENTS = ("thinker", "talker", "code2wav")
+IMPLEMENTED = ("thinker",)  # grows as components land
+
+
+def normalize_components(components) -> tuple[str, ...]:
+    if components is None:
+        return IMPLEMENTED
+    if isinstance(components, str):
+        components = (components,)
+    components = tuple(components)
+    unknown = [c for c in components if c not in ALL_COMPONENTS]
+    if unknown:
+        raise ConfigError(f"unknown component(s) {unknown}; choose from {list(ALL_COMPONENTS)}")
+    return components
+
+
+class OmniModel(nn.Module):
+    """Every component the config describes (or the requested subset), with `.thinker`, `.talker`, `.code2wav`.
+
+    Under `with torch.device("meta"):` nothing is allocated, so even the 30B model builds instantly.
+    """
+
+    def __init__(self, config: OmniConfig, components=None):
+        super().__init__()
+        self.config = config
+        self.components = normalize_components(components)
+        not_ready = [c for c in self.components if c not in IMPLEMENTED]
+        if not_ready and components is not None:
+            raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
+        self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
+        self.talker = None
+        self.code2wav = None
+        self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files

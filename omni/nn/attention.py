@@ -1,0 +1,86 @@
+"""Self-attention shared by every decoder (Thinker, Talker, code predictor, Code2Wav) and the masks it uses.
+
+Shapes: B batch, T query tokens, S key tokens, H query heads, K kv heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .norm import RMSNorm
+from .rope import apply_rope
+
+
+def sdpa(q, k, v, mask=None, is_causal=False):
+    """Scaled dot-product attention with grouped kv heads. q (B, H, T, Dh), k/v (B, K, S, Dh)."""
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+
+
+def causal_mask(
+    attention_mask: torch.Tensor | None,
+    q_len: int,
+    kv_len: int,
+    device,
+    sliding_window: int | None = None,
+) -> torch.Tensor | None:
+    """Boolean (B|1, 1, T, S) mask, True = may attend. Queries are the last `q_len` of the `kv_len` keys.
+
+    Returns None when plain causal attention is exact (SDPA's `is_causal` is then used). Query rows with no
+    key to attend to (left padding) are opened to all keys so they produce finite garbage, never NaN.
+    """
+    if attention_mask is None and sliding_window is None and q_len == kv_len:
+        return None
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+    k_pos = torch.arange(kv_len, device=device)[None, :]
+    mask = k_pos <= q_pos
+    if sliding_window is not None:
+        mask = mask & (q_pos - k_pos < sliding_window)
+    mask = mask[None, None]  # (1, 1, T, S)
+    if attention_mask is not None:
+        mask = mask & attention_mask[:, None, None, :kv_len].bool()
+        mask = mask | ~mask.any(-1, keepdim=True)
+    return mask
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped kv heads, optional q/k RMSNorm (per head) and rotary embeddings."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        qkv_bias: bool = False,
+        out_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.q_proj = nn.Linear(dim, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, dim, bias=out_bias)
+        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|K, T, Dh)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        out = sdpa(q, k, v, mask, is_causal=mask is None and T > 1)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
