@@ -509,16 +509,44 @@ _QWEN3_OMNI_30B_A3B = {  # Qwen/Qwen3-Omni-30B-A3B-Instruct config.json (numbers
 }
 
 
+# Special token ids of the tiny preset: the official ones shifted to start at 256 (see omni.demo.tiny_tokenizer).
+TINY_SPECIAL_BASE = 256
+_OFFICIAL_SPECIAL_BASE = 151643
+
+
+def _tiny_id(official: int) -> int:
+    return official - _OFFICIAL_SPECIAL_BASE + TINY_SPECIAL_BASE
+
+
+TINY_TOKEN_IDS = {
+    "root": {
+        "im_start_token_id": _tiny_id(151644), "im_end_token_id": _tiny_id(151645),
+        "tts_pad_token_id": _tiny_id(151671), "tts_bos_token_id": _tiny_id(151672),
+        "tts_eos_token_id": _tiny_id(151673),
+        # role words are single BPE merges in the tiny tokenizer: ids fixed by omni.demo.tiny_tokenizer
+        "system_token_id": 293, "user_token_id": 296, "assistant_token_id": 304,
+    },
+    "media": {
+        "audio_token_id": _tiny_id(151675), "image_token_id": _tiny_id(151655), "video_token_id": _tiny_id(151656),
+        "audio_start_token_id": _tiny_id(151669), "vision_start_token_id": _tiny_id(151652),
+        "user_token_id": 296,
+    },
+}
+
+
 def _tiny() -> dict:
     """A few-MB model with every feature of the real one (MoE, deepstack, shared expert...), for tests and the demo.
 
-    Token ids stay the official ones so that a real Qwen tokenizer works with it; the vocabulary is large enough
-    to hold them, but the embedding is narrow, so the whole model is small.
+    Its vocabulary is the small byte-level one `omni.demo` builds (256 bytes, the Qwen special tokens in their
+    official order from id 256, then role-word merges), so token ids differ from the release's.
     """
     d = copy.deepcopy(_QWEN3_OMNI_30B_A3B)
+    d.update(TINY_TOKEN_IDS["root"])
     th = d["thinker_config"]
+    th.update(TINY_TOKEN_IDS["media"])
+    d["talker_config"].update(TINY_TOKEN_IDS["media"])
     th["text_config"].update(
-        vocab_size=151936, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=512, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
         head_dim=16, intermediate_size=128, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
         max_position_embeddings=8192,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2],

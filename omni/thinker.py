@@ -61,7 +61,7 @@ class Thinker(nn.Module):
             raise NotImplementedError("multimodal inputs need the vision/audio tokenizers")
         h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         rope_deltas = None
-        if position_ids is None and attention_mask is not None and cache is None:
+        if position_ids is None and attention_mask is not None and (cache is None or cache.length == 0):
             position_ids, rope_deltas = text_position_ids(attention_mask)
         out = self.decoder(
             h, position_ids, attention_mask, cache=cache, output_hidden_states=output_hidden_states

@@ -1,0 +1,168 @@
+"""Autoregressive text generation for the Thinker: prefill once, then one token per step from the KV cache.
+
+    prefill   thinker(prompt batch, cache)            -> logits of the last prompt token, rope deltas
+    step      thinker(new token, position, cache)     -> logits of the new token
+              position of a new token = (real tokens so far) + rope delta   (same on all three M-RoPE rows)
+
+Rows are decoded together; a row that has finished (eos, im_end or a stop string) keeps receiving the pad token,
+and the loop ends when every row has finished or `max_new_tokens` is reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .errors import InputError
+
+MEDIA_KEYS = (
+    "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
+    "input_features", "feature_attention_mask", "use_audio_in_video",
+)
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int = 0
+    stop_strings: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def validate(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
+        if self.min_new_tokens < 0 or self.min_new_tokens > max(self.max_new_tokens, 0):
+            raise InputError(f"min_new_tokens must be in 0..max_new_tokens, got {self.min_new_tokens}")
+        if self.do_sample and not self.temperature > 0:
+            raise InputError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise InputError(f"top_k must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Choosing the next token
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make already-seen tokens less likely: divide positive logits by `penalty`, multiply negative ones."""
+    if penalty == 1.0:
+        return logits
+    scores = logits.gather(1, seen)
+    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return logits.scatter(1, seen, scores)
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k, then outside the smallest set with probability >= top_p, to -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1)  # ascending
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum <= 1 - top_p
+        drop[:, -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def next_token(logits, seen, cfg: SamplingConfig, n_generated: int, generator=None) -> torch.Tensor:
+    """logits (B, V) of the last position -> token ids (B,)."""
+    logits = apply_repetition_penalty(logits.float(), seen, cfg.repetition_penalty)
+    if n_generated < cfg.min_new_tokens and cfg.eos_token_ids:
+        logits[:, list(cfg.eos_token_ids)] = float("-inf")
+    if not cfg.do_sample:
+        return logits.argmax(-1)
+    logits = filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The decode loop
+
+
+@torch.no_grad()
+def decode_steps(
+    thinker,
+    batch: dict,
+    cfg: SamplingConfig,
+    text_of: Callable[[list[int]], str] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B,), step by step (pad for rows that already finished)."""
+    cfg.validate()
+    input_ids = batch.get("input_ids")
+    if input_ids is None or input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise InputError("generation needs `input_ids` of shape (batch, prompt_length) with a non-empty prompt")
+    if cfg.stop_strings and text_of is None:
+        raise InputError("stop strings need a tokenizer to decode with (load a checkpoint that ships one)")
+    B, T = input_ids.shape
+    device = input_ids.device
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask.to(device)
+    limit = thinker.cfg.text_config.max_position_embeddings
+    if T + cfg.max_new_tokens > limit:
+        raise InputError(
+            f"prompt ({T} tokens) + max_new_tokens ({cfg.max_new_tokens}) exceeds the model's context of {limit}"
+        )
+    if cfg.max_new_tokens == 0:
+        return
+    generator = None
+    if cfg.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    cache = thinker.decoder.new_cache(B, T + cfg.max_new_tokens)
+    media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
+    out = thinker(input_ids=input_ids, attention_mask=mask, cache=cache, **media)
+    delta = out.rope_deltas if out.rope_deltas is not None else torch.zeros(B, 1, device=device)
+    seen = input_ids
+    eos = torch.tensor(list(cfg.eos_token_ids) or [-1], device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    generated: list[list[int]] = [[] for _ in range(B)]
+    logits = out.logits[:, -1]
+    for step in range(cfg.max_new_tokens):
+        tok = next_token(logits, seen, cfg, step, generator)
+        tok = torch.where(finished, torch.full_like(tok, cfg.pad_token_id), tok)
+        yield tok
+        finished = finished | torch.isin(tok, eos)
+        if cfg.stop_strings:
+            for b in range(B):
+                if not finished[b]:
+                    generated[b].append(int(tok[b]))
+                    text = text_of(generated[b])
+                    if any(s in text for s in cfg.stop_strings):
+                        finished[b] = True
+        if bool(finished.all()) or step == cfg.max_new_tokens - 1:
+            return
+        seen = torch.cat([seen, tok[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        pos = (mask.sum(-1, keepdim=True) - 1 + delta).to(torch.float)  # (B, 1)
+        out = thinker(
+            input_ids=tok[:, None], attention_mask=mask, position_ids=pos[None].expand(3, -1, -1), cache=cache
+        )
+        logits = out.logits[:, -1]
+
+
+def generate_tokens(thinker, batch: dict, cfg: SamplingConfig, text_of=None, progress: bool = False) -> torch.Tensor:
+    """All new tokens, (B, N): N <= max_new_tokens, rows padded with `pad_token_id` after they finish."""
+    steps = decode_steps(thinker, batch, cfg, text_of)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, total=cfg.max_new_tokens, desc="generating", leave=False)
+    tokens = list(steps)
+    B = batch["input_ids"].shape[0]
+    if not tokens:
+        return torch.empty(B, 0, dtype=torch.long, device=batch["input_ids"].device)
+    return torch.stack(tokens, dim=1)
