@@ -166,3 +166,98 @@ def generate_tokens(thinker, batch: dict, cfg: SamplingConfig, text_of=None, pro
     if not tokens:
         return torch.empty(B, 0, dtype=torch.long, device=batch["input_ids"].device)
     return torch.stack(tokens, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The user-facing entry points behind OmniModel.generate / OmniModel.stream
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (B, N) new token ids, padded after each row's end
+    text: list[str]  # decoded replies, one per conversation
+    audio: torch.Tensor | None = None  # (B, 1, samples) at 24 kHz when speech was asked for
+
+
+def _is_conversation(inputs) -> bool:
+    return isinstance(inputs, (list, tuple)) and len(inputs) > 0 and isinstance(inputs[0], (dict, list, tuple))
+
+
+def _sampling_config(model, tokenizer, options: dict) -> SamplingConfig:
+    cfg = model.config
+    eos = [cfg.im_end_token_id]
+    if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+        eos.append(tokenizer.eos_token_id)
+    pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+    known = {f for f in SamplingConfig.__dataclass_fields__}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
+    options = dict(options)
+    options.setdefault("eos_token_ids", tuple(dict.fromkeys(eos)))
+    options.setdefault("pad_token_id", pad if pad is not None else cfg.im_end_token_id)
+    options["stop_strings"] = tuple(options.get("stop_strings") or ())
+    return SamplingConfig(**options)
+
+
+def _prepare(model, inputs, use_audio_in_video=False):
+    """(batch dict on the model's device, tokenizer or None, was it a conversation?)"""
+    if model.thinker is None:
+        raise InputError("this model was loaded without the thinker; load it with components including 'thinker'")
+    device = next(model.thinker.parameters()).device
+    if isinstance(inputs, dict):
+        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+        tok = model.processor.tokenizer if model.processor is not None else None
+        return batch, tok, False
+    if not _is_conversation(inputs):
+        raise InputError("generate() takes a conversation (list of {'role', 'content'} messages) or a batch dict")
+    if model.processor is None:
+        raise InputError(
+            "this model has no processor (the checkpoint ships no tokenizer files); pass a batch dict with "
+            "input_ids instead, or attach one: model.processor = omni.Processor.from_pretrained(dir)"
+        )
+    conversations = [inputs] if isinstance(inputs[0], dict) else list(inputs)
+    batch = model.processor(conversations, use_audio_in_video=use_audio_in_video, padding_side="left")
+    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    return batch, model.processor.tokenizer, True
+
+
+def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False, **options):
+    batch, tok, conversation = _prepare(model, inputs, use_audio_in_video)
+    cfg = _sampling_config(model, tok, options)
+    text_of = (lambda ids: tok.decode(ids, skip_special_tokens=True)) if tok is not None else None
+    tokens = generate_tokens(model.thinker, batch, cfg, text_of, progress=not quiet)
+    if not conversation:
+        return tokens
+    texts = []
+    for row in tokens.tolist():
+        ids = []
+        for t in row:
+            if t in cfg.eos_token_ids:
+                break
+            ids.append(t)
+        texts.append(tok.decode(ids, skip_special_tokens=True))
+    return Generation(tokens=tokens, text=texts)
+
+
+def stream(model, inputs, use_audio_in_video: bool = False, **options) -> Iterator[str]:
+    from .tokenizers.text import StreamDecoder
+
+    batch, tok, _ = _prepare(model, inputs, use_audio_in_video)
+    if batch["input_ids"].shape[0] != 1:
+        raise InputError("stream() decodes one conversation at a time; use generate() for batches")
+    if tok is None:
+        raise InputError("stream() needs a tokenizer to decode with (the model has no processor)")
+    cfg = _sampling_config(model, tok, options)
+    decoder = StreamDecoder(tok)
+    text_of = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    for tok_b in decode_steps(model.thinker, batch, cfg, text_of):
+        t = int(tok_b[0])
+        if t in cfg.eos_token_ids:
+            break
+        piece = decoder.push(t)
+        if piece:
+            yield piece
+    rest = decoder.flush() if hasattr(decoder, "flush") else ""
+    if rest:
+        yield rest

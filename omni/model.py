@@ -12,9 +12,11 @@ ALL_COMPONENTS = ("thinker", "talker", "code2wav")
 IMPLEMENTED = ("thinker",)  # grows as components land
 
 
-def normalize_components(components) -> tuple[str, ...]:
-    if components is None:
-        return IMPLEMENTED
+def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
+    if components is None:  # everything implemented that the config describes
+        described = {"thinker": True, "talker": config is None or config.talker_config is not None,
+                     "code2wav": config is None or config.code2wav_config is not None}
+        return tuple(c for c in IMPLEMENTED if described[c])
     if isinstance(components, str):
         components = (components,)
     components = tuple(components)
@@ -33,7 +35,7 @@ class OmniModel(nn.Module):
     def __init__(self, config: OmniConfig, components=None):
         super().__init__()
         self.config = config
-        self.components = normalize_components(components)
+        self.components = normalize_components(components, config)
         not_ready = [c for c in self.components if c not in IMPLEMENTED]
         if not_ready and components is not None:
             raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
@@ -41,3 +43,20 @@ class OmniModel(nn.Module):
         self.talker = None
         self.code2wav = None
         self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files
+
+    # -- generation ------------------------------------------------------------------------------------------------
+
+    def generate(self, inputs, **options):
+        """Generate a reply. `inputs`: a conversation (list of messages, or a list of conversations) or a batch
+        dict in the official processor layout. Returns the new token ids (B, N) for a batch dict, or a
+        `Generation` (tokens, text) for conversations. Options: max_new_tokens, min_new_tokens, do_sample,
+        temperature, top_k, top_p, repetition_penalty, seed, stop_strings, quiet (see omni.generation)."""
+        from .generation import generate
+
+        return generate(self, inputs, **options)
+
+    def stream(self, inputs, **options):
+        """Like `generate`, but yields the decoded text piece by piece as it is produced (batch of one)."""
+        from .generation import stream
+
+        return stream(self, inputs, **options)

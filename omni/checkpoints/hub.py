@@ -49,3 +49,18 @@ def resolve(path_or_repo_id: str, components, revision: str | None = None, quiet
         raise
     except Exception as e:  # network, auth, missing repo: all surface as one clear error
         raise CheckpointError(f"could not download {path} from the hub: {e}") from None
+
+
+def resolve_config_dir(path_or_repo_id: str, revision: str | None = None) -> str:
+    """A directory holding config.json: the path itself, or a hub snapshot of just the small metadata files."""
+    path = os.fspath(path_or_repo_id)
+    if os.path.isdir(path) or os.path.isfile(path):
+        return path
+    if not is_repo_id(path):
+        raise CheckpointError(f"{path!r} is neither a checkpoint directory, a config.json, a preset nor a repo id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, revision=revision, allow_patterns=["config.json"])
+    except Exception as e:
+        raise CheckpointError(f"could not download the config of {path} from the hub: {e}") from None

@@ -31,6 +31,8 @@ class Experts(nn.Module):
         self.gate_proj = nn.Parameter(torch.empty(n_experts, hidden, dim))
         self.up_proj = nn.Parameter(torch.empty(n_experts, hidden, dim))
         self.down_proj = nn.Parameter(torch.empty(n_experts, dim, hidden))
+        for p in (self.gate_proj, self.up_proj, self.down_proj):
+            nn.init.normal_(p, std=0.02)  # a usable random init; checkpoints overwrite it
 
     def forward(self, x_TD: torch.Tensor, idx_TA: torch.Tensor, w_TA: torch.Tensor) -> torch.Tensor:
         T, A = idx_TA.shape

@@ -1,0 +1,186 @@
+"""The `omni` command line: demo, generate, info, convert."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import OmniError
+
+
+def _add_model(p, help_text="checkpoint directory or hub repo id"):
+    p.add_argument("--model", required=True, help=help_text)
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: as stored)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.save, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .api import load
+
+    components = ("thinker", "talker", "code2wav") if args.speak else ("thinker",)
+    model = load(args.model, components=components, dtype=args.dtype, device=args.device, quiet=args.quiet)
+    content = [{"type": "image", "image": f} for f in args.image]
+    content += [{"type": "audio", "audio": f} for f in args.audio]
+    content += [{"type": "video", "video": f} for f in args.video]
+    content.append({"type": "text", "text": args.prompt})
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": content})
+    options = dict(
+        max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    if args.speak:
+        result = model.generate(messages, use_audio_in_video=args.audio_in_video, speak=True, voice=args.voice,
+                                quiet=args.quiet, **options)
+        print(result.text[0])
+        from .speech_io import write_wav
+
+        write_wav(args.speak, result.audio[0, 0])
+        print(f"wrote {args.speak}", file=sys.stderr)
+        return 0
+    if args.stream:
+        for piece in model.stream(messages, use_audio_in_video=args.audio_in_video, **options):
+            print(piece, end="", flush=True)
+        print()
+        return 0
+    result = model.generate(messages, use_audio_in_video=args.audio_in_video, quiet=args.quiet, **options)
+    print(result.text[0])
+    return 0
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def _active(decoder_cfg, decoder) -> int:
+    """Parameters one token touches: all but the experts it is not routed to."""
+    total = _count(decoder)
+    inactive = 0
+    for layer in decoder.layers:
+        experts = getattr(layer.ffn, "experts", None)
+        if experts is not None:
+            per_expert = sum(p.numel() for p in experts.parameters()) // experts.n_experts
+            inactive += per_expert * (experts.n_experts - decoder_cfg.num_experts_per_tok)
+    return total - inactive
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from .config import PRESETS, OmniConfig
+    from .model import OmniModel
+
+    if args.model in PRESETS:
+        cfg = OmniConfig.from_name(args.model)
+    else:
+        from .checkpoints.hub import resolve_config_dir
+
+        cfg = OmniConfig.from_pretrained(resolve_config_dir(args.model))
+    with torch.device("meta"):
+        model = OmniModel(cfg)
+    t = cfg.thinker.text_config
+    print(f"model_type {cfg.model_type}")
+    print(f"thinker LM: {t.num_hidden_layers} layers, width {t.hidden_size}, {t.num_attention_heads} heads / "
+          f"{t.num_key_value_heads} kv heads x {t.dim_head}, {t.num_experts} experts (top-{t.num_experts_per_tok}), "
+          f"vocab {t.vocab_size}")
+    rows = []
+    th = model.thinker
+    for name in ("vision", "audio"):
+        if hasattr(th, name):
+            n = _count(getattr(th, name))
+            rows.append((f"thinker.{name}", n, n))
+    lm_total = _count(th.embed_tokens) + _count(th.decoder) + _count(th.lm_head)
+    lm_active = _count(th.embed_tokens) + _active(t, th.decoder) + _count(th.lm_head)
+    rows.append(("thinker LM", lm_total, lm_active))
+    if getattr(model, "talker", None) is not None:
+        tk = model.talker
+        total = _count(tk)
+        rows.append(("talker (+ code predictor)", total, total - (_count(tk.decoder) - _active(cfg.talker.text_config, tk.decoder))))
+    if getattr(model, "code2wav", None) is not None:
+        n = _count(model.code2wav)
+        rows.append(("code2wav", n, n))
+    print(f"\n{'component':28s} {'parameters':>16s} {'active/token':>16s}")
+    for name, total, active in rows:
+        print(f"{name:28s} {total:16,d} {active:16,d}")
+    print(f"{'total':28s} {sum(r[1] for r in rows):16,d} {sum(r[2] for r in rows):16,d}")
+    missing = [c for c in ("talker", "code2wav") if getattr(model, c, None) is None and getattr(cfg, c) is not None]
+    if missing:
+        print(f"(not implemented in this omni version, not counted: {', '.join(missing)})")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .api import load, save
+
+    model = load(args.model, components=args.components, dtype=args.dtype, device="cpu", quiet=args.quiet)
+    save(model, args.out, max_shard_size=args.max_shard_size)
+    if model.processor is not None and hasattr(model.processor, "save_pretrained"):
+        model.processor.save_pretrained(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omni", description="Qwen omni-modal models in clean PyTorch.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the tiny random preset end to end (offline, seconds)")
+    d.add_argument("--save", default=None, help="keep the tiny checkpoint in this directory")
+    d.add_argument("--max-new-tokens", type=int, default=16)
+    d.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser("generate", help="chat with a checkpoint: text, images, audio, video in; text (+ speech) out")
+    _add_model(g)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--system", default=None, help="system prompt")
+    g.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    g.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
+    g.add_argument("--video", action="append", default=[], help="video file (repeatable)")
+    g.add_argument("--audio-in-video", action="store_true", help="also feed the videos' sound tracks")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--do-sample", action="store_true")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--stream", action="store_true", help="print the reply as it is produced")
+    g.add_argument("--speak", default=None, metavar="OUT.wav", help="also synthesise speech into this wav file")
+    g.add_argument("--voice", default=None, help="speaker name (see `omni info`)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="config summary and parameter table (needs no weights)")
+    i.add_argument("--model", required=True, help="checkpoint directory, hub repo id, or preset name")
+    i.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("convert", help="re-shard and/or cast a checkpoint in the official layout")
+    _add_model(c)
+    c.add_argument("--out", required=True)
+    c.add_argument("--max-shard-size", default="5GB")
+    c.add_argument("--components", nargs="+", default=None, help="subset to keep, e.g. thinker")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OmniError as e:
+        print(f"omni: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
