@@ -82,3 +82,23 @@ class MoE(nn.Module):
         if self.shared_expert is not None:
             y_TD = y_TD + torch.sigmoid(self.shared_expert_gate(x_TD)) * self.shared_expert(x_TD)
         return y_TD.reshape(shape), logits_TE
+
+
+def load_balancing_loss(router_logits, n_experts: int, top_k: int, attention_mask=None) -> torch.Tensor:
+    """Switch-Transformer auxiliary loss over all MoE layers: E * sum_e f_e * P_e.
+
+    f_e: top-k selections of expert e per routed token, P_e: its mean routing probability, both averaged over the
+    real (unpadded) tokens of every layer. Balanced routing gives top_k; collapse onto few experts gives more.
+    """
+    counts = torch.zeros(n_experts, device=router_logits[0].device)
+    prob_sum = torch.zeros(n_experts, device=router_logits[0].device)
+    rows = torch.zeros((), device=router_logits[0].device)
+    weight = None if attention_mask is None else attention_mask.reshape(-1).float()
+    for logits_TE in router_logits:
+        probs_TE = logits_TE.float().softmax(-1)
+        idx_TA = probs_TE.topk(top_k, dim=-1).indices
+        w_T = torch.ones(probs_TE.shape[0], device=probs_TE.device) if weight is None else weight
+        counts = counts.index_add(0, idx_TA.reshape(-1), w_T.repeat_interleave(top_k))
+        prob_sum = prob_sum + (probs_TE * w_T[:, None]).sum(0)
+        rows = rows + w_T.sum()
+    return n_experts * torch.sum((counts / rows) * (prob_sum / rows))
