@@ -1,8 +1,41 @@
-"""Position ids for the Thinker and Talker decoders (the one source of truth for position arithmetic)."""
+"""Position ids for the Thinker and Talker decoders (the one source of truth for position arithmetic).
+
+Qwen3-Omni rotates queries and keys with three position rows (t, h, w) per token: "TMRoPE", time-aligned
+multimodal rotary embedding. A prompt is walked left to right and every token gets a (t, h, w) triple:
+
+- text and special tokens: one new position each, the same on all three rows;
+- an image: a grid of (H/m) x (W/m) merged patches, all at time `start`, row/column `start + r`, `start + c`;
+- a video: like an image per temporal grid, its time row advanced by
+  `frame * second_per_grid * position_id_per_seconds` (kept as a float: 13 position units per second);
+- an audio clip: one new position per audio token (a token covers 80 ms of sound);
+- a video with its audio track inside (`use_audio_in_video`): the video grid and the audio run both start at the
+  same position and their tokens are merged by time (video first on ties), so sound and picture line up.
+
+After an item, the next token continues at (largest id of the item's last run) + 1, so positions can be fractional
+and can run "ahead" of the token count. `rope_deltas = (largest id + 1) - real token count` carries that lead into
+decoding: the token after `n` real tokens sits at `n + delta` on all three rows.
+
+Token layout, as the official processor writes it (`<vs>`/`<ve>` vision start/end, `<as>`/`<ae>` audio start/end):
+
+    image:            <vs> <image>*N <ve>
+    video:            <vs> <video>*N <ve>
+    audio:            <as> <audio>*N <ae>
+    audio-in-video:   <vs> <as> (<video>|<audio>)* merged by time <ae> <ve>
+
+Everything here is computed in float32 step by step in the same order as the reference implementation, so the
+results are bit-identical to it (fractional video times make the rounding order matter).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from .errors import ConfigError, InputError
+
+# A full chunk of 2 * n_window = 100 mel frames leaves the AuT's three stride-2 convolutions as 13 tokens.
+_TOKENS_PER_FULL_CHUNK = 13
 
 
 def text_position_ids(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -15,3 +48,340 @@ def text_position_ids(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch
     pos = pos.masked_fill(attention_mask == 0, 1)
     delta = pos.max(-1, keepdim=True).values + 1 - attention_mask.sum(-1, keepdim=True)
     return pos[None].expand(3, -1, -1), delta
+
+
+def audio_token_count(n_frames, n_window: int = 50):
+    """Number of audio tokens the AuT encoder makes from `n_frames` mel frames (int or integer tensor).
+
+    The encoder cuts the frames into chunks of 2 * n_window; each full chunk gives 13 tokens and the remainder r
+    gives ceil(ceil(ceil(r / 2) / 2) / 2) (three stride-2 convolutions, each rounding up). E.g. 100 -> 13,
+    250 -> 13 + 13 + 7 = 33.
+    """
+    if isinstance(n_frames, torch.Tensor):
+        if n_frames.is_floating_point() or bool((n_frames < 0).any()):
+            raise InputError(f"audio feature lengths must be non-negative integers, got {n_frames.tolist()}")
+    elif not isinstance(n_frames, int) or n_frames < 0:
+        raise InputError(f"audio feature length must be a non-negative integer, got {n_frames!r}")
+    chunk = 2 * n_window
+    rest = n_frames % chunk
+    for _ in range(3):  # three stride-2 convs, each ceil(x / 2)
+        rest = (rest + 1) // 2
+    return (n_frames // chunk) * _TOKENS_PER_FULL_CHUNK + rest
+
+
+def next_position_ids(rope_deltas: torch.Tensor, past_length, num_new: int = 1) -> torch.Tensor:
+    """Positions of `num_new` tokens appended during decoding: (3, B, num_new), the same on all three rows.
+
+    past_length: real (non-padding) tokens already in each row, an int or a (B, 1) tensor (with left padding use
+    `attention_mask.sum(-1, keepdim=True)` of the mask *before* the new tokens). rope_deltas: (B, 1) from
+    `rope_index` / `text_position_ids`. Token k of the new ones sits at past_length + delta + k.
+    """
+    steps = torch.arange(num_new, device=rope_deltas.device, dtype=torch.float32)
+    pos = past_length + rope_deltas.float() + steps  # (B, num_new)
+    return pos[None].expand(3, -1, -1)
+
+
+@dataclass(frozen=True)
+class _Ids:
+    image: int
+    video: int
+    audio: int
+    vision_start: int
+    audio_start: int
+
+
+@dataclass
+class _Item:
+    """One media item of a row: where it starts, which placeholder run it owns, how many marker tokens wrap it."""
+
+    kind: str  # "image" | "video" | "audio" | "audio_in_video"
+    at: int  # index of its first start marker in the row's real tokens
+    markers: int  # start markers = end markers (2 for audio-in-video, else 1)
+    n_body: int  # placeholder tokens between the markers
+
+
+def rope_index(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    image_grid_thw=None,
+    video_grid_thw=None,
+    video_second_per_grid=None,
+    audio_seqlens=None,
+    use_audio_in_video: bool = False,
+    spatial_merge_size: int,
+    image_token_id: int,
+    video_token_id: int,
+    audio_token_id: int,
+    vision_start_token_id: int,
+    audio_start_token_id: int,
+    position_id_per_seconds: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TMRoPE position ids of a prompt batch: (position_ids (3, B, T) float32, rope_deltas (B, 1) float32).
+
+    input_ids (B, T) and attention_mask (B, T) (1 = real token; any padding side). Media are listed in prompt
+    order over the whole batch: image_grid_thw (n_images, 3) and video_grid_thw (n_videos, 3) in vision patches
+    (before the m x m merge), video_second_per_grid (n_videos,) seconds per temporal grid, audio_seqlens (n_audios,)
+    audio *token* counts (see `audio_token_count` to get them from mel frame counts). Audio tracks inside videos
+    count as audios, in order.
+
+    Like the reference, the multimodal walk runs only when image or video grids are given (possibly empty); without
+    them every row gets plain text positions (`text_position_ids`, padding at 1). In the multimodal walk padding
+    positions are 0.
+
+    `use_audio_in_video=False` with a video laid out around its audio track is an error. With it True, a plain
+    video (one without audio inside, e.g. a silent clip) is positioned as a plain video (the reference only
+    handles all-or-none).
+
+    Worked example (m = 2, position_id_per_seconds = 13, one video of grid (2, 4, 4) at 0.5 s per grid, then text):
+
+        tokens   x   <vs>  <video>*8              <ve>  y
+        t        0   1     2 2 2 2  8.5 8.5 8.5 8.5  9.5   10.5
+        h        0   1     2 2 3 3  2   2   3   3    9.5   10.5
+        w        0   1     2 3 2 3  2   3   2   3    9.5   10.5
+
+    The second frame sits 0.5 * 13 = 6.5 later; rope_deltas = 10.5 + 1 - 13 = -1.5.
+    """
+    if input_ids.dim() != 2:
+        raise InputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+    B, T = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise InputError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}"
+        )
+    if image_grid_thw is None and video_grid_thw is None:
+        return text_position_ids(attention_mask)
+
+    ids = _Ids(image_token_id, video_token_id, audio_token_id, vision_start_token_id, audio_start_token_id)
+    images = _as_grid(image_grid_thw, "image_grid_thw", spatial_merge_size)
+    videos = _as_grid(video_grid_thw, "video_grid_thw", spatial_merge_size)
+    seconds = _as_seconds(video_second_per_grid, len(videos))
+    audios = [] if audio_seqlens is None else [int(n) for n in torch.as_tensor(audio_seqlens).reshape(-1).tolist()]
+    if any(n <= 0 for n in audios):
+        raise InputError(f"audio_seqlens must be positive token counts, got {audios}")
+
+    mask = attention_mask.bool().cpu()
+    rows = input_ids.cpu()
+    position_ids = torch.zeros(3, B, T, dtype=torch.float32)
+    deltas = torch.zeros(B, 1, dtype=torch.float32)
+    cursor = {"image": 0, "video": 0, "audio": 0}  # next unused entry of each media list, across the batch
+    media = {"image": images, "video": videos, "audio": audios}
+    for b in range(B):
+        tokens = rows[b][mask[b]].tolist()
+        if not tokens:
+            raise InputError(f"row {b} of the batch has no real tokens (attention_mask is all 0)")
+        items = _find_items(tokens, ids, use_audio_in_video, media, cursor, spatial_merge_size, b)
+        pos = _walk(tokens, items, media, cursor, seconds, spatial_merge_size, position_id_per_seconds)  # (3, n)
+        position_ids[:, b, mask[b]] = pos
+        deltas[b, 0] = pos.max() + 1 - len(tokens)
+    for kind, used in cursor.items():
+        if used != len(media[kind]):
+            raise InputError(
+                f"input_ids hold {used} {kind} item(s) but {len(media[kind])} {kind} size(s) were given; "
+                "pass one grid / length per item, in prompt order over the whole batch"
+            )
+    return position_ids.to(input_ids.device), deltas.to(input_ids.device)
+
+
+def rope_index_from_config(cfg, input_ids, attention_mask=None, *, audio_feature_lengths=None, n_window=None,
+                           **media) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rope_index` with token ids, merge size and time scale taken from an omni ThinkerConfig or TalkerConfig.
+
+    media: image_grid_thw, video_grid_thw, video_second_per_grid, audio_seqlens (token counts),
+    use_audio_in_video. Instead of audio_seqlens, audio_feature_lengths (mel frames per audio) may be given;
+    they are turned into token counts with `audio_token_count` (n_window from the Thinker's audio config, the
+    release's 50 for the Talker unless given).
+    """
+    from .config import TalkerConfig, ThinkerConfig
+
+    if isinstance(cfg, ThinkerConfig):
+        merge = cfg.vision_config.spatial_merge_size
+        window = cfg.audio_config.n_window
+    elif isinstance(cfg, TalkerConfig):
+        merge, window = cfg.spatial_merge_size, 50
+    else:
+        raise ConfigError(f"rope_index_from_config needs a ThinkerConfig or TalkerConfig, got {type(cfg).__name__}")
+    if audio_feature_lengths is not None:
+        if media.get("audio_seqlens") is not None:
+            raise InputError("give either audio_seqlens (token counts) or audio_feature_lengths (mel frames), not both")
+        lengths = torch.as_tensor(audio_feature_lengths).reshape(-1)
+        media["audio_seqlens"] = audio_token_count(lengths, n_window if n_window is not None else window)
+    return rope_index(
+        input_ids, attention_mask, **media, spatial_merge_size=merge, image_token_id=cfg.image_token_id,
+        video_token_id=cfg.video_token_id, audio_token_id=cfg.audio_token_id,
+        vision_start_token_id=cfg.vision_start_token_id, audio_start_token_id=cfg.audio_start_token_id,
+        position_id_per_seconds=cfg.position_id_per_seconds,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _as_grid(grid, name: str, merge: int) -> list[tuple[int, int, int]]:
+    if grid is None:
+        return []
+    grid = torch.as_tensor(grid)
+    if grid.numel() == 0:
+        return []
+    if grid.dim() != 2 or grid.shape[1] != 3:
+        raise InputError(f"{name} must be (n, 3) rows of (t, h, w), got shape {tuple(grid.shape)}")
+    rows = [tuple(int(v) for v in r) for r in grid.tolist()]
+    for t, h, w in rows:
+        if t <= 0 or h <= 0 or w <= 0 or h % merge or w % merge:
+            raise InputError(
+                f"{name} row {(t, h, w)}: sizes must be positive and h, w multiples of spatial_merge_size ({merge})"
+            )
+    return rows
+
+
+def _as_seconds(seconds, n_videos: int) -> list[torch.Tensor]:
+    if seconds is None:
+        if n_videos:
+            raise InputError("video_grid_thw is given but video_second_per_grid is not; pass seconds per grid")
+        return []
+    # float32 like the reference: the time row is computed in float32 from these values
+    seconds = torch.as_tensor(seconds).reshape(-1).float()
+    if len(seconds) != n_videos:
+        raise InputError(f"video_second_per_grid has {len(seconds)} entries for {n_videos} videos")
+    if not bool(torch.isfinite(seconds).all()) or bool((seconds < 0).any()):
+        raise InputError(f"video_second_per_grid must be finite and >= 0, got {seconds.tolist()}")
+    return list(seconds)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one row
+
+
+def _find_items(tokens, ids: _Ids, use_audio_in_video, media, cursor, merge, row) -> list[_Item]:
+    """Locate the media items of one row (real tokens only) and check their placeholder runs against the sizes."""
+    items = []
+    taken = dict(cursor)  # sizes consumed so far, to know each item's placeholder count
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok not in (ids.vision_start, ids.audio_start):
+            i += 1
+            continue
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok == ids.audio_start:
+            kind, want = "audio", {ids.audio: _size(media, taken, "audio", merge, row)}
+        elif nxt == ids.image:
+            kind, want = "image", {ids.image: _size(media, taken, "image", merge, row)}
+        elif nxt == ids.video:
+            kind, want = "video", {ids.video: _size(media, taken, "video", merge, row)}
+        elif nxt == ids.audio_start:
+            if not use_audio_in_video:
+                raise InputError(
+                    f"row {row}, token {i}: a video holds its audio track (vision start followed by audio start) "
+                    "but use_audio_in_video is False; pass use_audio_in_video=True"
+                )
+            kind = "audio_in_video"
+            want = {ids.video: _size(media, taken, "video", merge, row),
+                    ids.audio: _size(media, taken, "audio", merge, row)}
+        else:
+            raise InputError(
+                f"row {row}, token {i}: a vision start token is followed by {nxt!r}, not an image, video or audio "
+                "start token; media markers must wrap their placeholders as the processor writes them"
+            )
+        markers = 2 if kind == "audio_in_video" else 1
+        first = i + markers
+        end = first
+        while end < len(tokens) and tokens[end] in want:
+            end += 1
+        found = {t: tokens[first:end].count(t) for t in want}
+        if found != want or end + markers > len(tokens):
+            raise InputError(
+                f"row {row}, token {i}: the {kind} item has placeholder counts {found} (token id: count) but its "
+                f"sizes need {want}, followed by {markers} end marker(s); check the grids / audio lengths "
+                "and that the prompt was not truncated"
+            )
+        items.append(_Item(kind, i, markers, end - first))
+        i = end + markers
+    return items
+
+
+def _size(media, taken, kind, merge, row) -> int:
+    """Placeholder count of the next unused item of `kind` (and mark it used)."""
+    k = taken[kind]
+    if k >= len(media[kind]):
+        name = {"image": "image_grid_thw", "video": "video_grid_thw", "audio": "audio_seqlens"}[kind]
+        raise InputError(f"row {row}: input_ids hold more {kind} items than {name} describes ({len(media[kind])})")
+    taken[kind] = k + 1
+    if kind == "audio":
+        return media["audio"][k]
+    t, h, w = media[kind][k]
+    return t * (h // merge) * (w // merge)
+
+
+def _line(start, n: int) -> torch.Tensor:
+    """n consecutive positions from `start`, the same on all three rows: (3, n)."""
+    return (torch.arange(n, dtype=torch.float32) + start).expand(3, -1)
+
+
+def _after(piece: torch.Tensor) -> torch.Tensor:
+    """Where the next run starts: one past the largest id of the previous run (float32, like the reference)."""
+    return piece.max() + 1
+
+
+def _vision(start, grid, seconds_per_grid, merge: int, per_second) -> torch.Tensor:
+    """(3, t * h/m * w/m) positions of one image or video grid in raster order (time, row, column)."""
+    t, h, w = grid[0], grid[1] // merge, grid[2] // merge
+    # multiply in this order (grid index, then seconds, then position units) to round exactly as the reference
+    times = (torch.arange(t) * seconds_per_grid * per_second).float()
+    tt = times.view(t, 1, 1).expand(t, h, w)
+    hh = torch.arange(h, dtype=torch.float32).view(1, h, 1).expand(t, h, w)
+    ww = torch.arange(w, dtype=torch.float32).view(1, 1, w).expand(t, h, w)
+    return torch.stack([tt.reshape(-1), hh.reshape(-1), ww.reshape(-1)]) + start
+
+
+def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleave video (3, V) and audio (3, A) positions by their time row, video first on ties.
+
+    Both runs are already sorted by time, so a stable sort of [video, audio] is exactly the two-way merge.
+    Returns the merged (3, V + A) and its tail: the last stretch that came from one stream only, left over once
+    the other stream ran out. The reference starts the end markers after the tail's largest id, not the block's
+    (they differ when a frame's rows/columns outrun a short audio track), and so do we.
+    """
+    order = torch.argsort(torch.cat([video[0], audio[0]]), stable=True)
+    merged = torch.cat([video, audio], dim=1)[:, order]
+    from_audio = order >= video.shape[1]  # (V + A,) which stream each merged token came from
+    switches = (from_audio != from_audio[-1]).nonzero()
+    tail_start = int(switches[-1]) + 1 if len(switches) else 0
+    return merged, merged[:, tail_start:]
+
+
+def _walk(tokens, items, media, cursor, seconds, merge, per_second) -> torch.Tensor:
+    """Positions (3, n) of one row's real tokens, given its media items in order."""
+    pieces = []
+    done = 0  # tokens positioned so far
+    for item in items:
+        start = _after(pieces[-1]) if pieces else torch.tensor(0.0)
+        text = item.at - done
+        if text:
+            pieces.append(_line(start, text))
+            start = start + text
+        pieces.append(_line(start, item.markers))  # the start marker(s)
+        start = start + item.markers
+        if item.kind == "audio":
+            body = tail = _line(start, media["audio"][cursor["audio"]])
+            cursor["audio"] += 1
+        elif item.kind == "image":
+            body = tail = _vision(start, media["image"][cursor["image"]], 1, merge, per_second)
+            cursor["image"] += 1
+        else:
+            k = cursor["video"]
+            body = tail = _vision(start, media["video"][k], seconds[k], merge, per_second)
+            cursor["video"] += 1
+            if item.kind == "audio_in_video":
+                audio = _line(start, media["audio"][cursor["audio"]])
+                cursor["audio"] += 1
+                body, tail = _merge_by_time(body, audio)
+        pieces.append(body)
+        pieces.append(_line(_after(tail), item.markers))  # the end marker(s)
+        done = item.at + 2 * item.markers + item.n_body
+    if done < len(tokens):
+        pieces.append(_line(_after(pieces[-1]) if pieces else torch.tensor(0.0), len(tokens) - done))
+    return torch.cat(pieces, dim=1)
