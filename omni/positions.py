@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import TalkerConfig, ThinkerConfig
 from .errors import ConfigError, InputError
 
 # A full chunk of 2 * n_window = 100 mel frames leaves the AuT's three stride-2 convolutions as 13 tokens.
@@ -92,12 +93,19 @@ class _Ids:
 
 @dataclass
 class _Item:
-    """One media item of a row: where it starts, which placeholder run it owns, how many marker tokens wrap it."""
+    """One media item of a row: where it starts, how many tokens it spans, and its sizes."""
 
     kind: str  # "image" | "video" | "audio" | "audio_in_video"
     at: int  # index of its first start marker in the row's real tokens
-    markers: int  # start markers = end markers (2 for audio-in-video, else 1)
+    markers: int  # start markers = end markers (2 for audio-in-video: vision + audio, else 1)
     n_body: int  # placeholder tokens between the markers
+    grid: tuple[int, int, int] | None = None  # image / video: (t, h, w) in vision patches
+    seconds: torch.Tensor | int = 1  # video: seconds per temporal grid (float32); a still image sits at time 0
+    n_audio: int = 0  # audio / audio-in-video: audio tokens
+
+    @property
+    def end(self) -> int:
+        return self.at + 2 * self.markers + self.n_body
 
 
 def rope_index(
@@ -140,7 +148,8 @@ def rope_index(
         h        0   1     2 2 3 3  2   2   3   3    9.5   10.5
         w        0   1     2 3 2 3  2   3   2   3    9.5   10.5
 
-    The second frame sits 0.5 * 13 = 6.5 later; rope_deltas = 10.5 + 1 - 13 = -1.5.
+    The second frame sits 0.5 * 13 = 6.5 later in time; the end marker follows the block's largest id (8.5), and
+    rope_deltas = 10.5 + 1 - 12 tokens = -0.5, so a generated 13th token would sit at 12 + (-0.5) = 11.5.
     """
     if input_ids.dim() != 2:
         raise InputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
@@ -166,14 +175,14 @@ def rope_index(
     rows = input_ids.cpu()
     position_ids = torch.zeros(3, B, T, dtype=torch.float32)
     deltas = torch.zeros(B, 1, dtype=torch.float32)
+    media = {"image": images, "video": videos, "seconds": seconds, "audio": audios}
     cursor = {"image": 0, "video": 0, "audio": 0}  # next unused entry of each media list, across the batch
-    media = {"image": images, "video": videos, "audio": audios}
     for b in range(B):
         tokens = rows[b][mask[b]].tolist()
         if not tokens:
             raise InputError(f"row {b} of the batch has no real tokens (attention_mask is all 0)")
         items = _find_items(tokens, ids, use_audio_in_video, media, cursor, spatial_merge_size, b)
-        pos = _walk(tokens, items, media, cursor, seconds, spatial_merge_size, position_id_per_seconds)  # (3, n)
+        pos = _walk(len(tokens), items, spatial_merge_size, position_id_per_seconds)  # (3, n)
         position_ids[:, b, mask[b]] = pos
         deltas[b, 0] = pos.max() + 1 - len(tokens)
     for kind, used in cursor.items():
@@ -194,8 +203,6 @@ def rope_index_from_config(cfg, input_ids, attention_mask=None, *, audio_feature
     they are turned into token counts with `audio_token_count` (n_window from the Thinker's audio config, the
     release's 50 for the Talker unless given).
     """
-    from .config import TalkerConfig, ThinkerConfig
-
     if isinstance(cfg, ThinkerConfig):
         merge = cfg.vision_config.spatial_merge_size
         window = cfg.audio_config.n_window
@@ -256,9 +263,8 @@ def _as_seconds(seconds, n_videos: int) -> list[torch.Tensor]:
 
 
 def _find_items(tokens, ids: _Ids, use_audio_in_video, media, cursor, merge, row) -> list[_Item]:
-    """Locate the media items of one row (real tokens only) and check their placeholder runs against the sizes."""
+    """Locate the media items of one row (real tokens only), give each its sizes, check its placeholder run."""
     items = []
-    taken = dict(cursor)  # sizes consumed so far, to know each item's placeholder count
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -267,53 +273,57 @@ def _find_items(tokens, ids: _Ids, use_audio_in_video, media, cursor, merge, row
             continue
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
         if tok == ids.audio_start:
-            kind, want = "audio", {ids.audio: _size(media, taken, "audio", merge, row)}
+            item = _Item("audio", i, 1, 0, n_audio=_take(media, cursor, "audio", row))
         elif nxt == ids.image:
-            kind, want = "image", {ids.image: _size(media, taken, "image", merge, row)}
+            item = _Item("image", i, 1, 0, grid=_take(media, cursor, "image", row))
         elif nxt == ids.video:
-            kind, want = "video", {ids.video: _size(media, taken, "video", merge, row)}
+            k = cursor["video"]
+            item = _Item("video", i, 1, 0, grid=_take(media, cursor, "video", row), seconds=media["seconds"][k])
         elif nxt == ids.audio_start:
             if not use_audio_in_video:
                 raise InputError(
                     f"row {row}, token {i}: a video holds its audio track (vision start followed by audio start) "
                     "but use_audio_in_video is False; pass use_audio_in_video=True"
                 )
-            kind = "audio_in_video"
-            want = {ids.video: _size(media, taken, "video", merge, row),
-                    ids.audio: _size(media, taken, "audio", merge, row)}
+            k = cursor["video"]
+            item = _Item("audio_in_video", i, 2, 0, grid=_take(media, cursor, "video", row),
+                         seconds=media["seconds"][k], n_audio=_take(media, cursor, "audio", row))
         else:
             raise InputError(
                 f"row {row}, token {i}: a vision start token is followed by {nxt!r}, not an image, video or audio "
                 "start token; media markers must wrap their placeholders as the processor writes them"
             )
-        markers = 2 if kind == "audio_in_video" else 1
-        first = i + markers
-        end = first
+        # the placeholder run: every token of it must be one the sizes ask for, in the asked numbers
+        want = {}
+        if item.grid is not None:
+            t, h, w = item.grid
+            want[ids.image if item.kind == "image" else ids.video] = t * (h // merge) * (w // merge)
+        if item.n_audio:
+            want[ids.audio] = item.n_audio
+        first = end = i + item.markers
         while end < len(tokens) and tokens[end] in want:
             end += 1
         found = {t: tokens[first:end].count(t) for t in want}
-        if found != want or end + markers > len(tokens):
+        if found != want or end + item.markers > len(tokens):
             raise InputError(
-                f"row {row}, token {i}: the {kind} item has placeholder counts {found} (token id: count) but its "
-                f"sizes need {want}, followed by {markers} end marker(s); check the grids / audio lengths "
+                f"row {row}, token {i}: the {item.kind} item has placeholder counts {found} (token id: count) but "
+                f"its sizes need {want}, followed by {item.markers} end marker(s); check the grids / audio lengths "
                 "and that the prompt was not truncated"
             )
-        items.append(_Item(kind, i, markers, end - first))
-        i = end + markers
+        item.n_body = end - first
+        items.append(item)
+        i = item.end
     return items
 
 
-def _size(media, taken, kind, merge, row) -> int:
-    """Placeholder count of the next unused item of `kind` (and mark it used)."""
-    k = taken[kind]
+def _take(media, cursor, kind, row):
+    """The next unused size of `kind` (a grid or an audio token count), marking it used."""
+    k = cursor[kind]
     if k >= len(media[kind]):
-        name = {"image": "image_grid_thw", "video": "video_grid_thw", "audio": "audio_seqlens"}[kind]
+        name = {"image": "image_grid_thw", "video": "video_grid_thw", "audio": "audio_seqlens (or audio_feature_lengths)"}[kind]
         raise InputError(f"row {row}: input_ids hold more {kind} items than {name} describes ({len(media[kind])})")
-    taken[kind] = k + 1
-    if kind == "audio":
-        return media["audio"][k]
-    t, h, w = media[kind][k]
-    return t * (h // merge) * (w // merge)
+    cursor[kind] = k + 1
+    return media[kind][k]
 
 
 def _line(start, n: int) -> torch.Tensor:
@@ -353,8 +363,8 @@ def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tens
     return merged, merged[:, tail_start:]
 
 
-def _walk(tokens, items, media, cursor, seconds, merge, per_second) -> torch.Tensor:
-    """Positions (3, n) of one row's real tokens, given its media items in order."""
+def _walk(n_tokens: int, items: list[_Item], merge: int, per_second) -> torch.Tensor:
+    """Positions (3, n_tokens) of one row's real tokens, given its media items in order."""
     pieces = []
     done = 0  # tokens positioned so far
     for item in items:
@@ -366,22 +376,14 @@ def _walk(tokens, items, media, cursor, seconds, merge, per_second) -> torch.Ten
         pieces.append(_line(start, item.markers))  # the start marker(s)
         start = start + item.markers
         if item.kind == "audio":
-            body = tail = _line(start, media["audio"][cursor["audio"]])
-            cursor["audio"] += 1
-        elif item.kind == "image":
-            body = tail = _vision(start, media["image"][cursor["image"]], 1, merge, per_second)
-            cursor["image"] += 1
+            body = tail = _line(start, item.n_audio)
         else:
-            k = cursor["video"]
-            body = tail = _vision(start, media["video"][k], seconds[k], merge, per_second)
-            cursor["video"] += 1
+            body = tail = _vision(start, item.grid, item.seconds, merge, per_second)
             if item.kind == "audio_in_video":
-                audio = _line(start, media["audio"][cursor["audio"]])
-                cursor["audio"] += 1
-                body, tail = _merge_by_time(body, audio)
+                body, tail = _merge_by_time(body, _line(start, item.n_audio))
         pieces.append(body)
         pieces.append(_line(_after(tail), item.markers))  # the end marker(s)
-        done = item.at + 2 * item.markers + item.n_body
-    if done < len(tokens):
-        pieces.append(_line(_after(pieces[-1]) if pieces else torch.tensor(0.0), len(tokens) - done))
+        done = item.end
+    if done < n_tokens:
+        pieces.append(_line(_after(pieces[-1]) if pieces else torch.tensor(0.0), n_tokens - done))
     return torch.cat(pieces, dim=1)
