@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omni.config import TalkerConfig, ThinkerConfig
-from omni.errors import InputError
+from omni.errors import ConfigError, InputError
 from omni.positions import (
     audio_token_count,
     next_position_ids,
@@ -198,6 +198,19 @@ def test_audio_only_takes_text_branch_like_reference():
     check(Prompt().row(("text", 2), ("audio", 130), ("text", 2)).row(("audio", 40)))
 
 
+def test_audio_with_empty_grid_takes_multimodal_branch():
+    # an empty (0, 3) grid is "given": both sides walk the prompt (padding positions become 0)
+    p = Prompt().row(("text", 2), ("audio", 130), ("text", 2)).row(("audio", 40))
+    ids, mask = p.batch()
+    empty = torch.zeros(0, 3, dtype=torch.long)
+    frames = torch.tensor(p.frames)
+    want = reference_models()["thinker"].get_rope_index(ids, empty, None, mask, False, frames, None)
+    got = rope_index_from_config(reference_models()["thinker_cfg"], ids, mask, image_grid_thw=empty,
+                                 audio_feature_lengths=frames)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert (got[0][:, mask == 0] == 0).all()
+
+
 def test_audio_with_image():
     check(Prompt().row(("text", 2), ("audio", 250), ("image", (1, 4, 4)), ("audio", 17), ("text", 1)))
 
@@ -308,6 +321,10 @@ def test_errors_are_named_and_actionable():
                                torch.zeros(1, 3), image_grid_thw=[[1, 2, 2]])
     with pytest.raises(InputError, match="audio feature length"):
         audio_token_count(-3)
+    with pytest.raises(InputError, match="not both"):
+        _call([AS, AUDIO, AE], image_grid_thw=[], audio_seqlens=[1], audio_feature_lengths=[5])
+    with pytest.raises(ConfigError, match="ThinkerConfig or TalkerConfig"):
+        rope_index_from_config(object(), torch.tensor([[1]]))
 
 
 def test_silent_video_with_use_audio_in_video_is_a_plain_video():
