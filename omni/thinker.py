@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ThinkerConfig
+from .errors import InputError
 from .nn import Decoder
-from .positions import text_position_ids
+from .nn.moe import load_balancing_loss
+from .positions import rope_index_from_config
 
 
 @dataclass
@@ -45,33 +47,132 @@ class Thinker(nn.Module):
         self.decoder = Decoder(t)
         self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
 
+    # -- inputs -> embeddings ---------------------------------------------------------------------------------
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values=None,
+        image_grid_thw=None,
+        pixel_values_videos=None,
+        video_grid_thw=None,
+        input_features=None,
+        feature_attention_mask=None,
+    ):
+        """Token embeddings with the media features written into their placeholder positions.
+
+        Returns (embeddings (B, T, D), visual_mask (B, T) | None, deepstack features | None). Audio, image and
+        video features are scattered in that order, each in sequence order; deepstack features are laid out over
+        the union of image and video positions.
+        """
+        c = self.cfg
+        h = self.embed_tokens(input_ids)
+        if input_features is not None:
+            feats = self.audio(input_features, feature_attention_mask)
+            h = _scatter(h, input_ids == c.audio_token_id, feats, "audio")
+        visual = {}  # kind -> (mask, deepstack list)
+        for kind, pixels, grid, token in (
+            ("image", pixel_values, image_grid_thw, c.image_token_id),
+            ("video", pixel_values_videos, video_grid_thw, c.video_token_id),
+        ):
+            if pixels is None:
+                continue
+            if grid is None:
+                raise InputError(f"{kind} pixels were given without their {kind}_grid_thw")
+            feats, deep = self.vision(pixels, grid)
+            mask = input_ids == token
+            h = _scatter(h, mask, feats, kind)
+            visual[kind] = (mask, deep)
+        if not visual:
+            return h, None, None
+        visual_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        for mask, _ in visual.values():
+            visual_mask |= mask
+        deepstack = []
+        for level in range(len(next(iter(visual.values()))[1])):
+            joint = h.new_zeros(int(visual_mask.sum()), h.shape[-1])
+            for mask, deep in visual.values():
+                joint[mask[visual_mask]] = deep[level].to(h.dtype)
+            deepstack.append(joint)
+        return h, visual_mask, deepstack
+
+    def positions(self, input_ids, attention_mask, image_grid_thw=None, video_grid_thw=None,
+                  video_second_per_grid=None, feature_attention_mask=None, use_audio_in_video=False):
+        """M-RoPE position ids (3, B, T) and rope deltas (B, 1) of a prompt (see omni.positions)."""
+        frames = feature_attention_mask.sum(-1) if feature_attention_mask is not None else None
+        return rope_index_from_config(
+            self.cfg, input_ids, attention_mask, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            video_second_per_grid=video_second_per_grid, audio_feature_lengths=frames,
+            use_audio_in_video=bool(use_audio_in_video),
+        )
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        video_second_per_grid: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        use_audio_in_video: bool = False,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         cache=None,
         output_hidden_states: bool = False,
         output_router_logits: bool = False,
-        **media,
     ) -> ThinkerOutput:
-        if media and any(v is not None for k, v in media.items() if k != "use_audio_in_video"):
-            raise NotImplementedError("multimodal inputs need the vision/audio tokenizers")
-        h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        """Accepts exactly the keys of the official processor's batch (plus labels, cache and output flags)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("pass exactly one of input_ids or inputs_embeds")
+        visual_mask = deepstack = None
+        if inputs_embeds is None:
+            inputs_embeds, visual_mask, deepstack = self.embed(
+                input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
+                input_features, feature_attention_mask,
+            )
         rope_deltas = None
-        if position_ids is None and attention_mask is not None and (cache is None or cache.length == 0):
-            position_ids, rope_deltas = text_position_ids(attention_mask)
+        first_pass = cache is None or cache.length == 0
+        if position_ids is None and attention_mask is not None and input_ids is not None and first_pass:
+            position_ids, rope_deltas = self.positions(
+                input_ids, attention_mask, image_grid_thw, video_grid_thw, video_second_per_grid,
+                feature_attention_mask, use_audio_in_video,
+            )
         out = self.decoder(
-            h, position_ids, attention_mask, cache=cache, output_hidden_states=output_hidden_states
+            inputs_embeds, position_ids, attention_mask, cache=cache, visual_mask=visual_mask, deepstack=deepstack,
+            output_hidden_states=output_hidden_states,
         )
         logits = self.lm_head(out.last_hidden_state)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
+        aux_loss = None
+        if output_router_logits and out.router_logits:
+            t = self.cfg.text_config
+            aux_loss = load_balancing_loss(out.router_logits, t.num_experts, t.num_experts_per_tok, attention_mask)
+            if loss is not None:
+                loss = loss + t.router_aux_loss_coef * aux_loss
         return ThinkerOutput(
             logits=logits,
             loss=loss,
+            aux_loss=aux_loss,
             hidden_states=out.hidden_states,
             router_logits=out.router_logits if output_router_logits else None,
             rope_deltas=rope_deltas,
         )
+
+
+def _scatter(h: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor, kind: str) -> torch.Tensor:
+    """Write `feats` (N, D) into the N positions where `mask` (B, T) is set, in sequence order."""
+    n = int(mask.sum())
+    if n != feats.shape[0]:
+        raise InputError(
+            f"{kind}: the prompt has {n} {kind} placeholder tokens but the {kind} inputs give {feats.shape[0]} "
+            f"features; build the prompt with omni.Processor so placeholders match the media"
+        )
+    h = h.clone()
+    h[mask] = feats.to(h.dtype)
+    return h
