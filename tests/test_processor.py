@@ -1,0 +1,149 @@
+"""omni.Processor against the official Qwen3OmniMoeProcessor (transformers, the oracle).
+
+Why the reference is assembled by hand: `Qwen3OmniMoeProcessor.__init__` validates its video processor against
+transformers' video-processor registry, which needs torchvision, and torchvision cannot be installed beside this
+CPU torch (REFERENCE_NOTES.md). So the reference instance is created with `object.__new__` and given the real
+parts that work without torchvision: the Qwen2 tokenizer loaded from the same files, `Qwen2VLImageProcessorPil`
+and `WhisperFeatureExtractor` configured like the Qwen3-Omni release, and the same chat template. Its `__call__`
+then runs the official code unchanged: placeholder expansion (including the audio-in-video interleave), audio
+feature extraction, tokenisation and padding.
+
+Videos: the reference needs a video processor; `_GivenVideos` hands it the pixel values and grids that omni's
+`preprocess_videos` produced. Video pixel values are therefore not an independent check here (the video
+preprocessing has its own tests); what is checked is the official video token expansion, the audio-in-video
+interleaving and video_second_per_grid, on real grids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from omni.errors import InputError
+from omni.processor import Processor, interleave_video_audio
+from omni.tokenizers.chat import BUILTIN_TEMPLATE
+
+MERGE, PATCH = 2, 16
+IMAGE_SIZE = {"shortest_edge": 32 * 32, "longest_edge": 32 * 32 * 64}
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _image(seed, h, w):
+    return (_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _wave(seed, seconds):
+    return (0.2 * _rng(seed).standard_normal(int(16000 * seconds))).astype(np.float32)
+
+
+def _video(seed, frames, h, w):
+    return (_rng(seed).random((frames, h, w, 3)) * 255).astype(np.uint8)
+
+
+class _GivenVideos:
+    """Stands in for the reference video processor: returns omni's preprocessed videos (see module docstring)."""
+
+    temporal_patch_size, merge_size = 2, MERGE
+    model_input_names = ["pixel_values_videos", "video_grid_thw"]
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def __call__(self, videos, **kwargs):
+        return dict(self.outputs)
+
+
+def _reference(tokenizer_dir, videos_out=None):
+    from transformers import AutoTokenizer, Qwen3OmniMoeProcessor, WhisperFeatureExtractor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ref = object.__new__(Qwen3OmniMoeProcessor)
+    ref.tokenizer = tok
+    ref.chat_template = BUILTIN_TEMPLATE
+    ref.image_processor = Qwen2VLImageProcessorPil(
+        patch_size=PATCH, temporal_patch_size=2, merge_size=MERGE, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        size=dict(IMAGE_SIZE),
+    )
+    ref.feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160,
+                                                    chunk_length=300, n_fft=400, padding_value=0.0)
+    ref.video_processor = _GivenVideos(videos_out or {})
+    for name in ("image_token", "audio_token", "video_token", "image_token_id", "audio_token_id", "video_token_id",
+                 "vision_bos_token", "vision_eos_token", "audio_bos_token", "audio_eos_token"):
+        setattr(ref, name, getattr(tok, name))
+    return ref
+
+
+@pytest.fixture(scope="module")
+def processor(qwen_tokenizer_dir):
+    return Processor.from_pretrained(qwen_tokenizer_dir, chat_template=BUILTIN_TEMPLATE,
+                                     image_options={"patch_size": PATCH, "merge_size": MERGE,
+                                                    "min_pixels": IMAGE_SIZE["shortest_edge"],
+                                                    "max_pixels": IMAGE_SIZE["longest_edge"]})
+
+
+def _compare(ours: dict, theirs, keys=None):
+    theirs = {k: v for k, v in theirs.items()}
+    assert set(ours) == set(keys or theirs), (sorted(ours), sorted(theirs))
+    for k, v in ours.items():
+        ref = theirs[k]
+        ref = ref if torch.is_tensor(ref) else torch.tensor(ref)
+        if v.is_floating_point():
+            torch.testing.assert_close(v, ref.to(v.dtype), msg=k)
+        else:
+            assert torch.equal(v, ref.to(v.dtype)), k
+
+
+def _render(ref, convs):
+    return ref.apply_chat_template(convs, tokenize=False, add_generation_prompt=True)
+
+
+def test_text_only_batch_both_paddings(processor, qwen_tokenizer_dir):
+    ref = _reference(qwen_tokenizer_dir)
+    convs = [[{"role": "user", "content": "Hello there, how are you?"}],
+             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi 😀"},
+              {"role": "assistant", "content": "Yo."}, {"role": "user", "content": [{"type": "text", "text": "x"}]}]]
+    for side in ("left", "right"):
+        ours = processor(convs, padding_side=side)
+        theirs = ref(text=_render(ref, convs), padding=True, padding_side=side, return_tensors="pt")
+        _compare(ours, theirs)
+    # the same prompts given as text take the same path
+    assert torch.equal(processor(text=_render(ref, convs), padding_side="right")["input_ids"], ours["input_ids"])
+
+
+def test_labels_keep_only_assistant_replies(processor):
+    conv = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "first answer"}, {"role": "user", "content": "q2"},
+            {"role": "assistant", "content": "second 😀"}]
+    out = processor([conv, conv[:3]], add_generation_prompt=False, padding_side="right", return_labels=True)
+    tok = processor.tokenizer
+    for row, labels, mask in zip(out["input_ids"], out["labels"], out["attention_mask"]):
+        kept = [int(t) for t, lab in zip(row, labels) if lab != -100]
+        assert all(int(lab) in (-100, int(t)) for t, lab in zip(row, labels))
+        assert all(int(lab) == -100 for lab, m in zip(labels, mask) if m == 0)
+        assert tok.decode(kept).replace("<|im_end|>", "|") in ("first answer|second 😀|", "first answer|")
+
+
+def test_placeholder_count_mismatch(processor):
+    with pytest.raises(InputError, match="image placeholder"):
+        processor(text="<|vision_start|><|image_pad|><|vision_end|> two <|image_pad|>", images=[_image(0, 64, 64)])
+    with pytest.raises(InputError, match="audio placeholder"):
+        processor(text="no audio here", audio=[_wave(0, 1.0)])
+    with pytest.raises(InputError, match="either messages"):
+        processor()
+    with pytest.raises(InputError, match="padding_side"):
+        processor(text="x", padding_side="middle")
+
+
+def test_interleave_rule():
+    # 3 temporal grids of 2x2 merged tokens at 0, 26, 52 position ids; 40 audio tokens at 0..39
+    order = interleave_video_audio((3, 4, 4), 40, 2.0, 13.0, 2, "V", "A")
+    assert order == ["V"] * 4 + ["A"] * 26 + ["V"] * 4 + ["A"] * 14 + ["V"] * 4
+    assert interleave_video_audio((1, 2, 2), 0, 2.0, 13.0, 2, "V", "A") == ["V"]
