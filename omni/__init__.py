@@ -4,10 +4,13 @@ from .api import load, save
 from .config import PRESETS, OmniConfig
 from .errors import CheckpointError, ConfigError, InputError, MediaError, OmniError
 from .model import OmniModel
+from .processor import Processor
+from .tokenizers.text import TextTokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "OmniConfig", "OmniModel", "PRESETS", "load", "save",
     "OmniError", "ConfigError", "CheckpointError", "InputError", "MediaError",
+    "Processor", "TextTokenizer",
 ]
