@@ -147,3 +147,17 @@ def test_interleave_rule():
     order = interleave_video_audio((3, 4, 4), 40, 2.0, 13.0, 2, "V", "A")
     assert order == ["V"] * 4 + ["A"] * 26 + ["V"] * 4 + ["A"] * 14 + ["V"] * 4
     assert interleave_video_audio((1, 2, 2), 0, 2.0, 13.0, 2, "V", "A") == ["V"]
+
+
+@pytest.mark.parametrize("grid,n_audio,seconds", [
+    ((3, 4, 4), 40, 2.0), ((4, 4, 6), 7, 2.0), ((2, 2, 2), 100, 0.5), ((5, 4, 4), 33, 2 / 3), ((1, 8, 8), 0, 2.0),
+])
+def test_interleave_matches_official_method(qwen_tokenizer_dir, grid, n_audio, seconds):
+    """The official interleave (`replace_video_with_audio_token`) on the same grid and audio length."""
+    ref = _reference(qwen_tokenizer_dir)
+    theirs = ref.replace_video_with_audio_token(
+        {"video_grid_thw": torch.tensor([grid]), "video_second_per_grid": [seconds]}, 0,
+        {"num_audio_tokens": torch.tensor([n_audio])}, 0, position_id_per_seconds=13.0,
+    )
+    ours = interleave_video_audio(grid, n_audio, seconds, 13.0, MERGE, ref.video_token, ref.audio_token)
+    assert ref.audio_bos_token + "".join(ours) + ref.audio_eos_token == theirs
