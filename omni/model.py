@@ -60,3 +60,23 @@ class OmniModel(nn.Module):
         from .generation import stream
 
         return stream(self, inputs, **options)
+
+    # -- training switches (see omni.training) ---------------------------------------------------------------------
+
+    def freeze(self, *components: str) -> int:
+        """Stop training components, e.g. `model.freeze("vision", "audio")`; returns the parameters frozen."""
+        from .training.switches import freeze
+
+        return freeze(self, *components)
+
+    def unfreeze(self, *components: str) -> int:
+        """Train components again; returns the parameters made trainable."""
+        from .training.switches import unfreeze
+
+        return unfreeze(self, *components)
+
+    def gradient_checkpointing_enable(self, enabled: bool = True) -> None:
+        """Recompute each decoder layer / encoder block in the backward pass instead of storing activations."""
+        from .training.switches import set_gradient_checkpointing
+
+        set_gradient_checkpointing(self, enabled)
