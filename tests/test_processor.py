@@ -161,3 +161,22 @@ def test_interleave_matches_official_method(qwen_tokenizer_dir, grid, n_audio, s
     )
     ours = interleave_video_audio(grid, n_audio, seconds, 13.0, MERGE, ref.video_token, ref.audio_token)
     assert ref.audio_bos_token + "".join(ours) + ref.audio_eos_token == theirs
+
+
+def test_from_pretrained_reads_config_and_checks_ids(qwen_tokenizer_dir, tmp_path):
+    import shutil
+
+    from omni.errors import ConfigError
+
+    p = Processor.from_pretrained(qwen_tokenizer_dir)
+    with open(os.path.join(qwen_tokenizer_dir, "config.json")) as f:
+        cfg = json.load(f)
+    th = cfg["thinker_config"]
+    assert (p.merge_size, p.n_window, p.position_id_per_seconds) == (
+        th["vision_config"]["spatial_merge_size"], th["audio_config"]["n_window"], th["position_id_per_seconds"])
+    d = tmp_path / "ckpt"
+    shutil.copytree(qwen_tokenizer_dir, d)
+    th["image_token_id"] = th["image_token_id"] + 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="image_token_id"):
+        Processor.from_pretrained(d)
