@@ -183,3 +183,74 @@ def test_freeze_by_component(pair):
             model.freeze()
     finally:
         model.unfreeze("thinker")
+
+
+# -- LoRA ----------------------------------------------------------------------------------------------------------
+
+pytest.importorskip("peft")
+from omni.training.lora import add_lora, load_adapter, lora_targets, merge_lora, save_adapter  # noqa: E402
+
+
+def tiny_thinker(seed=0):
+    torch.manual_seed(seed)
+    return omni.OmniModel(omni.OmniConfig.from_name("tiny"), components=("thinker",))
+
+
+def test_lora_targets_train_and_merge_into_official_layout(tmp_path):
+    model = tiny_thinker()
+    ids = torch.randint(0, 250, (2, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        base = model.thinker(input_ids=ids).logits
+    n_layers = model.config.thinker_config.text_config.num_hidden_layers
+    modules, params = lora_targets(model)
+    assert len(modules) == 4 * n_layers and len(params) == 3 * n_layers  # q k v o; gate up down of the experts
+    peft_model = add_lora(model, r=4, alpha=8)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n for n in trainable)
+    with torch.no_grad():  # fresh adapters start as the identity (B = 0)
+        assert torch.equal(model.thinker(input_ids=ids).logits, base)
+    model.thinker(input_ids=ids, labels=ids, output_router_logits=True).loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+    with torch.no_grad():  # pretend training moved the adapters
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+        adapted = model.thinker(input_ids=ids).logits
+    assert (adapted - base).abs().max() > 1e-2
+
+    # the expert adapter is one rank-r pair per expert on the (E, out, in) weight: check expert 3 of layer 0
+    experts = model.thinker.decoder.layers[0].ffn.experts
+    wrapper = experts  # peft nests one ParamWrapper per targeted parameter; find the one on gate_proj
+    while getattr(wrapper, "parameter_name", "gate_proj") != "gate_proj":
+        wrapper = wrapper.base_layer
+    lhs, rhs, scale = wrapper.get_delta_factors("default")
+    expected_delta = scale * lhs[3] @ rhs[3]  # (out, in)
+    base_gate = wrapper.get_param()[3].detach().clone()
+
+    save_adapter(peft_model, tmp_path / "adapter")
+    fresh = load_adapter(tiny_thinker(), tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.equal(fresh.base_model.model.thinker(input_ids=ids).logits, adapted)
+
+    merged = merge_lora(fresh)
+    assert isinstance(merged, omni.OmniModel) and not any("lora" in n for n, _ in merged.named_parameters())
+    gate = merged.thinker.decoder.layers[0].ffn.experts.gate_proj[3]
+    assert torch.allclose(gate, base_gate + expected_delta, atol=1e-6)
+    omni.save(merged, tmp_path / "merged")
+    reloaded = omni.load(tmp_path / "merged", components=("thinker",), quiet=True)
+    with torch.no_grad():
+        assert (reloaded.thinker(input_ids=ids).logits - adapted).abs().max() <= 1e-4
+
+
+def test_lora_rejects_bad_requests():
+    model = tiny_thinker()
+    with pytest.raises(InputError, match="unknown LoRA target"):
+        add_lora(model, targets=("attention", "qkv"))
+    with pytest.raises(InputError, match="dropout"):
+        add_lora(model, dropout=0.1)
+    with pytest.raises(InputError, match="no LoRA targets"):
+        add_lora(model, scope="thinker.nothing")
+    with pytest.raises(InputError, match="rank"):
+        add_lora(model, r=0)
+    peft_model = add_lora(model, dropout=0.1, targets=("attention", "mlp"))  # dense targets take dropout
+    assert not any(p.requires_grad for n, p in peft_model.named_parameters() if "experts" in n)
