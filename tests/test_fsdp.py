@@ -1,0 +1,108 @@
+"""FSDP2 data parallelism: 2 CPU processes (torchrun, gloo) train the tiny Thinker for 3 AdamW steps; their losses
+and the updated weights must equal one process accumulating the same micro-batches.
+
+This file is also the worker script torchrun runs (`python -m torch.distributed.run ... test_fsdp.py OUT`).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+STEPS, WORLD, MICRO, SEQ = 3, 2, 2, 16
+
+
+def build():
+    import omni
+
+    torch.manual_seed(0)
+    model = omni.OmniModel(omni.OmniConfig.from_name("tiny"), components=("thinker",))
+    model.gradient_checkpointing_enable()  # sharding and recomputation must compose
+    model.train()
+    return model
+
+
+def optimizer(model):
+    # created after sharding: fully_shard replaces the parameters with DTensor shards
+    return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+
+def micro_batch(step: int, rank: int):
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    ids = torch.randint(0, 250, (MICRO, SEQ), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, SEQ - 3:] = 0  # right padding, as training batches are padded
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :4] = -100
+    return dict(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+def loss_of(model, batch):
+    return model.thinker(**batch, output_router_logits=True).loss
+
+
+def worker(out_path: str) -> None:
+    import torch.distributed as dist
+
+    from omni.training.distributed import full_state_dict, init_distributed, shard_model
+
+    rank, world, _ = init_distributed()
+    model = shard_model(build())
+    opt = optimizer(model)
+    losses = []
+    for step in range(STEPS):
+        opt.zero_grad()
+        loss = loss_of(model, micro_batch(step, rank))
+        loss.backward()
+        opt.step()
+        mean = loss.detach().clone()
+        dist.all_reduce(mean)
+        losses.append(mean.item() / world)
+    state = full_state_dict(model)
+    if rank == 0:
+        torch.save({"losses": losses, "state": state}, out_path)
+    dist.destroy_process_group()
+
+
+def single_process():
+    model = build()
+    opt = optimizer(model)
+    losses = []
+    for step in range(STEPS):
+        opt.zero_grad()
+        total = 0.0
+        for rank in range(WORLD):
+            loss = loss_of(model, micro_batch(step, rank)) / WORLD
+            loss.backward()
+            total += loss.item()
+        opt.step()
+        losses.append(total)
+    return losses, {n: p.detach() for n, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_single_process(tmp_path):
+    out = tmp_path / "fsdp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--standalone",
+           __file__, str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = torch.load(out, weights_only=True)
+    want_losses, want_state = single_process()
+    for a, b in zip(got["losses"], want_losses):
+        assert abs(a - b) <= 1e-5 * abs(b), (got["losses"], want_losses)
+    assert want_losses[-1] < want_losses[0]  # the steps did train
+    assert got["state"].keys() == want_state.keys()
+    init = build()
+    moved = 0
+    for name, want in want_state.items():
+        assert (got["state"][name] - want).abs().max() <= 1e-5, name
+        moved += not torch.equal(want, dict(init.named_parameters())[name].detach())
+    assert moved == len(want_state)  # every parameter was updated, and identically
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1])
