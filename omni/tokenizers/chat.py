@@ -158,7 +158,8 @@ def _for_template(messages: list[dict]) -> list[dict]:
             items = []
             for item in m["content"]:
                 kind = item["type"]
-                items.append({"type": "text", "text": item["text"]} if kind == "text" else {"type": kind, kind: f"<{kind}>"})
+                value = item["text"] if kind == "text" else f"<{kind}>"
+                items.append({"type": kind, kind: value})
             m["content"] = items
         out.append(m)
     return out
