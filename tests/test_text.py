@@ -232,3 +232,20 @@ def test_bad_conversations_and_templates():
         render_chat([{"role": "tool", "content": "x"}], SHIPPED)
     with pytest.raises(ConfigError, match="does not parse"):
         render_chat(CONVERSATIONS[0], "{% if %}")
+
+
+def test_save_round_trip(tok, tmp_path, reference_tokenizer):
+    tok.chat_template = SHIPPED
+    try:
+        tok.save_pretrained(tmp_path)
+    finally:
+        tok.chat_template = None
+    again = TextTokenizer.from_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    ref_again = AutoTokenizer.from_pretrained(tmp_path)
+    for text in TEXTS:
+        assert again.encode(text) == tok.encode(text) == ref_again(text)["input_ids"]
+    assert again.tokens == tok.tokens and again.special_ids == tok.special_ids
+    assert again.apply_chat_template(CONVERSATIONS[0]) == render_chat(CONVERSATIONS[0], SHIPPED)
+    assert ref_again.audio_token == reference_tokenizer.audio_token

@@ -200,6 +200,24 @@ class TextTokenizer:
             tok.check_config(config)
         return tok
 
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write tokenizer.json and tokenizer_config.json (added tokens, eos/pad, placeholder names, template)."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        self.backend.save(os.path.join(directory, "tokenizer.json"))
+        added = {
+            str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                     "single_word": t.single_word, "special": t.special}
+            for i, t in sorted(self.backend.get_added_tokens_decoder().items())
+        }
+        config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": self.eos_token,
+                  "pad_token": self.pad_token, "clean_up_tokenization_spaces": False, "added_tokens_decoder": added,
+                  "extra_special_tokens": {key: self.tokens[name] for name, key in _CONFIG_KEYS.items()}}
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, ensure_ascii=False)
+
     # ------------------------------------------------------------------ ids
     def id_of(self, token: str) -> int:
         """The id of one exact token string (an added token or a vocabulary entry)."""
