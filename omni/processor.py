@@ -133,6 +133,14 @@ class Processor:
         options.update(overrides)
         return cls(tokenizer, **options)
 
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the tokenizer files and the chat template (chat_template.jinja) into `directory`."""
+        directory = os.fspath(directory)
+        self.tokenizer.save_pretrained(directory)
+        if self.chat_template:
+            with open(os.path.join(directory, "chat_template.jinja"), "w", encoding="utf-8") as f:
+                f.write(self.chat_template)
+
     # ------------------------------------------------------------------ entry point
     def __call__(self, messages=None, *, text=None, images=None, videos=None, audio=None, video_audio=None,
                  use_audio_in_video: bool = False, add_generation_prompt: bool = True, padding_side: str = "left",

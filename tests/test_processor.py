@@ -180,3 +180,11 @@ def test_from_pretrained_reads_config_and_checks_ids(qwen_tokenizer_dir, tmp_pat
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="image_token_id"):
         Processor.from_pretrained(d)
+
+
+def test_save_and_reload(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    again = Processor.from_pretrained(tmp_path)
+    assert again.chat_template == processor.chat_template
+    conv = [{"role": "user", "content": "round trip"}]
+    assert torch.equal(again(conv)["input_ids"], processor(conv)["input_ids"])
