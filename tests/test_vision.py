@@ -1,0 +1,120 @@
+"""Parity of omni's VisionTokenizer with the reference vision tower (merged embeddings and DeepStack features)."""
+
+import glob
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from omni.checkpoints.qwen3_omni import KEY_MAP
+from omni.config import OmniConfig, VisionConfig
+from omni.errors import ConfigError, InputError
+from omni.tokenizers.vision import VisionTokenizer
+
+from reference import build_reference
+
+PREFIX = "thinker.vision."
+
+
+def load_vision(directory) -> VisionTokenizer:
+    """A standalone VisionTokenizer filled from the checkpoint through the production key map (strict)."""
+    cfg = OmniConfig.from_pretrained(directory).thinker.vision_config
+    model = VisionTokenizer(cfg)
+    state = {}
+    for file in glob.glob(os.path.join(directory, "*.safetensors")):
+        for key, tensor in load_file(file).items():
+            mapped = KEY_MAP.to_omni(key)
+            if mapped is not None and mapped.name.startswith(PREFIX):
+                state[mapped.name[len(PREFIX):]] = tensor
+    model.load_state_dict(state, strict=True)  # raises on any missing / unexpected / wrong-shape tensor
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("vision")
+    ref = build_reference(directory)
+    return ref.thinker.model.visual, load_vision(directory)
+
+
+def _max_diffs(ref, model, grid, seed=0):
+    grid = torch.tensor(grid, dtype=torch.long)
+    n = int(grid.prod(-1).sum())
+    pixels = torch.randn(n, model.patch_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        want = ref(pixels, grid_thw=grid)
+        got, deep = model(pixels, grid)
+    assert got.shape == want.pooler_output.shape == (n // 4, model.cfg.out_hidden_size)
+    assert len(deep) == len(want.deepstack_features) == len(model.cfg.deepstack_visual_indexes)
+    diffs = [(got - want.pooler_output).abs().max().item()]
+    diffs += [(g - w).abs().max().item() for g, w in zip(deep, want.deepstack_features)]
+    return diffs
+
+
+def test_one_image(pair):
+    assert max(_max_diffs(*pair, [[1, 6, 8]])) <= 1e-4
+
+
+def test_two_images_of_different_sizes(pair):
+    # sizes larger than the 4x4 learned table (upsampled) and a single merge block (2x2)
+    assert max(_max_diffs(*pair, [[1, 4, 10], [1, 2, 2], [1, 12, 6]], seed=1)) <= 1e-4
+
+
+def test_video_and_images_together(pair):
+    # grid_t > 1: attention stays inside each frame, position table and rotary repeat per frame
+    assert max(_max_diffs(*pair, [[3, 4, 6]], seed=2)) <= 1e-4
+    assert max(_max_diffs(*pair, [[1, 6, 4], [4, 2, 4], [2, 8, 8]], seed=3)) <= 1e-4
+
+
+def test_frames_do_not_attend_to_each_other(pair):
+    # changing frame 2 of a video must not change the tokens of frame 1 (and items are independent)
+    _, model = pair
+    grid = torch.tensor([[2, 4, 4], [1, 4, 4]])
+    pixels = torch.randn(48, model.patch_dim, generator=torch.Generator().manual_seed(4))
+    edited = pixels.clone()
+    edited[16:32] += 1.0
+    with torch.no_grad():
+        a, _ = model(pixels, grid)
+        b, _ = model(edited, grid)
+    assert torch.equal(a[:4], b[:4]) and torch.equal(a[8:], b[8:])
+    assert not torch.allclose(a[4:8], b[4:8])
+
+
+def test_meta_build_then_init_buffers(pair):
+    _, model = pair
+    with torch.device("meta"):
+        meta = VisionTokenizer(model.cfg)
+    meta.to_empty(device="cpu")
+    meta.load_state_dict(model.state_dict())
+    meta.rotary.init_buffers()
+    assert torch.equal(meta.rotary.inv_freq, model.rotary.inv_freq)
+    grid = torch.tensor([[1, 4, 4]])
+    pixels = torch.randn(16, model.patch_dim)
+    with torch.no_grad():
+        assert torch.equal(meta(pixels, grid)[0], model(pixels, grid)[0])
+
+
+def test_bad_inputs(pair):
+    _, model = pair
+    good = torch.randn(16, model.patch_dim)
+    with pytest.raises(InputError, match="num_patches"):
+        model(torch.randn(16, model.patch_dim + 1), torch.tensor([[1, 4, 4]]))
+    with pytest.raises(InputError, match="describes 32 patches"):
+        model(good, torch.tensor([[2, 4, 4]]))
+    with pytest.raises(InputError, match="multiples of"):
+        model(torch.randn(12, model.patch_dim), torch.tensor([[1, 3, 4]]))
+    with pytest.raises(InputError, match="num_items, 3"):
+        model(good, torch.tensor([1, 4, 4]))
+
+
+def test_bad_configs():
+    base = dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, out_hidden_size=8,
+                num_position_embeddings=16, deepstack_visual_indexes=[0])
+    VisionTokenizer(VisionConfig.from_dict(base))
+    with pytest.raises(ConfigError, match="deepstack_visual_indexes"):
+        VisionTokenizer(VisionConfig.from_dict({**base, "deepstack_visual_indexes": [2]}))
+    with pytest.raises(ConfigError, match="square"):
+        VisionTokenizer(VisionConfig.from_dict({**base, "num_position_embeddings": 15}))
+    with pytest.raises(ConfigError, match="hidden_act"):
+        VisionTokenizer(VisionConfig.from_dict({**base, "hidden_act": "relu6"}))
