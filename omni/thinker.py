@@ -19,6 +19,7 @@ from .errors import InputError
 from .nn import Decoder
 from .nn.moe import load_balancing_loss
 from .positions import rope_index_from_config
+from .tokenizers.vision import VisionTokenizer
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Thinker(nn.Module):
         self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
         self.decoder = Decoder(t)
         self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
+        self.vision = VisionTokenizer(cfg.vision_config)
 
     # -- inputs -> embeddings ---------------------------------------------------------------------------------
 
