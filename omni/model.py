@@ -6,10 +6,11 @@ from torch import nn
 
 from .config import OmniConfig
 from .errors import ConfigError
+from .talker import Talker
 from .thinker import Thinker
 
 ALL_COMPONENTS = ("thinker", "talker", "code2wav")
-IMPLEMENTED = ("thinker",)  # grows as components land
+IMPLEMENTED = ("thinker", "talker")  # grows as components land
 
 
 def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
@@ -40,7 +41,9 @@ class OmniModel(nn.Module):
         if not_ready and components is not None:
             raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
-        self.talker = None
+        if "talker" in self.components and config.talker_config is None:  # e.g. a thinker-only release
+            self.components = tuple(c for c in self.components if c != "talker")
+        self.talker = Talker(config.talker_config) if "talker" in self.components else None
         self.code2wav = None
         self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files
 

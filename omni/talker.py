@@ -1,0 +1,132 @@
+"""The Qwen3-Omni Talker: a small MoE decoder that turns the Thinker's text into codec frames.
+
+Each codec frame (80 ms of audio) is `num_code_groups` codes, one per codebook of a residual quantiser. They are
+made in two nested stages:
+
+    Talker        (B, T, D) input vectors --MoE decoder (M-RoPE)--> codec_head --> code 0 of the frame
+    CodePredictor [talker hidden, embed(code 0)] --dense decoder (1-D RoPE)--> code 1, then code 2, ... code G-1
+
+The Talker reads the Thinker through two resizing MLPs (Thinker width -> Talker width):
+`text_projection` for token embeddings and `hidden_projection` for hidden states at media positions (see
+omni.speech for how the input sequence is assembled and for the frame loop).
+
+Code k of a frame is embedded by the Talker's `codec_embedding` for k = 0 and by the code predictor's
+`codec_embedding[k - 1]` for k >= 1; the next Talker input is the sum of those G embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TalkerConfig, TextConfig
+from .errors import ConfigError
+from .nn import Decoder, DecoderCache
+
+
+class ResizeMLP(nn.Module):
+    """fc2(silu(fc1(x))): moves Thinker vectors (thinker_hidden_size) into the Talker's width."""
+
+    def __init__(self, dim_in: int, hidden: int, dim_out: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim_in, hidden, bias=True)
+        self.fc2 = nn.Linear(hidden, dim_out, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)))
+
+
+@dataclass
+class TalkerOutput:
+    logits: torch.Tensor  # (B, T, codec vocab)
+    hidden: torch.Tensor  # (B, T, D) after the final norm: what the code predictor starts from
+    router_logits: tuple | None = None
+
+
+class CodePredictor(nn.Module):
+    """Predicts codes 1..G-1 of a frame from the Talker's hidden state and code 0 (a tiny dense decoder).
+
+    The sequence for one frame is [talker hidden, embed(code 0), embed(code 1), ...]; the output at position k
+    (k >= 1) goes through `lm_heads[k - 1]` to give code k. Positions restart at 0 for every frame.
+    """
+
+    def __init__(self, cfg: TextConfig, num_code_groups: int):
+        super().__init__()
+        if num_code_groups < 2:
+            raise ConfigError(f"talker num_code_groups must be >= 2, got {num_code_groups}")
+        self.cfg = cfg
+        self.num_code_groups = num_code_groups
+        n = num_code_groups - 1
+        self.codec_embedding = nn.ModuleList(nn.Embedding(cfg.vocab_size, cfg.hidden_size) for _ in range(n))
+        self.decoder = Decoder(cfg)  # no mrope_section in its config: plain 1-D rotary
+        self.lm_heads = nn.ModuleList(nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(n))
+
+    def embed(self, k: int, codes: torch.Tensor) -> torch.Tensor:
+        """Embedding of code k (1..G-1) of a frame: codes (B, ...) -> (B, ..., D)."""
+        return self.codec_embedding[k - 1](codes)
+
+    def forward(self, h: torch.Tensor, cache: DecoderCache | None = None) -> torch.Tensor:
+        """h (B, T, D) input vectors -> (B, T, D) normed hidden states (positions continue from the cache)."""
+        return self.decoder(h, cache=cache).last_hidden_state
+
+    def logits(self, k: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of code k (1..G-1) from the hidden state one position before it: (B, ..., D) -> (B, ..., V)."""
+        return self.lm_heads[k - 1](hidden)
+
+    def new_cache(self, batch: int) -> DecoderCache:
+        return self.decoder.new_cache(batch, self.num_code_groups)
+
+
+class Talker(nn.Module):
+    """Talker decoder (MoE with a sigmoid-gated shared expert, interleaved M-RoPE) + its code predictor."""
+
+    def __init__(self, cfg: TalkerConfig):
+        super().__init__()
+        self.cfg = cfg
+        t = cfg.text_config
+        if t.num_experts and not t.shared_expert_intermediate_size:
+            raise ConfigError(
+                "talker text_config.shared_expert_intermediate_size must be > 0 (the Talker's MoE layers all have "
+                "a shared expert); add it to config.json (768 in Qwen3-Omni-30B-A3B)"
+            )
+        cp = cfg.code_predictor_config
+        if cp.num_code_groups is not None and cp.num_code_groups != cfg.num_code_groups:
+            raise ConfigError(
+                f"talker num_code_groups ({cfg.num_code_groups}) and code_predictor_config.num_code_groups "
+                f"({cp.num_code_groups}) disagree; they must be equal"
+            )
+        if cp.hidden_size != t.hidden_size:
+            raise ConfigError(
+                f"code predictor hidden_size ({cp.hidden_size}) must equal the talker's ({t.hidden_size}): it reads "
+                "the talker's hidden state directly"
+            )
+        self.codec_embedding = nn.Embedding(t.vocab_size, t.hidden_size)
+        self.decoder = Decoder(t)
+        self.codec_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
+        # the projection MLPs are `intermediate_size` wide (the Talker has no dense FFN layers of its own)
+        self.text_projection = ResizeMLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size)
+        self.hidden_projection = ResizeMLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size)
+        self.code_predictor = CodePredictor(cp, cfg.num_code_groups)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: DecoderCache | None = None,
+        output_router_logits: bool = False,
+    ) -> TalkerOutput:
+        """inputs_embeds (B, T, D); position_ids (3, B, T) M-RoPE ids (default: consecutive from the cache);
+        attention_mask (B, S) over everything seen so far, including the cache."""
+        out = self.decoder(inputs_embeds, position_ids, attention_mask, cache=cache)
+        h = out.last_hidden_state
+        return TalkerOutput(self.codec_head(h), h, out.router_logits if output_router_logits else None)
+
+    def frame_embedding(self, codes: torch.Tensor) -> torch.Tensor:
+        """Sum of the G codebook embeddings of each frame: codes (B, G) -> (B, D)."""
+        parts = [self.codec_embedding(codes[:, 0])]
+        parts += [self.code_predictor.embed(k, codes[:, k]) for k in range(1, codes.shape[1])]
+        return torch.stack(parts, dim=1).sum(1)  # one reduction, as the reference sums them
