@@ -1,0 +1,298 @@
+"""Speech generation: from the Thinker's finished reply to codec frames, with the Talker and its code predictor.
+
+1. The Talker's input sequence is built from the Thinker's sequence (prompt + reply), its input embeddings and
+   the hidden states of layer `accept_hidden_layer` (`build_talker_inputs`):
+
+       user turns   every token of every user turn (system and earlier assistant turns are left out):
+                    hidden_projection(hidden state) at audio/image/video placeholders, text_projection(embedding)
+                    elsewhere; rows with fewer user tokens are left-padded.
+       assistant    9 positions, each the sum of a text track and a codec track:
+                      text   <im_start> assistant \\n  pad pad pad pad  tts_bos  first reply token
+                      codec     0         0      0   nothink think_bos think_eos speaker codec_pad codec_bos
+                    (text entries are text_projection of Thinker embeddings; tts_* are Thinker tokens.)
+       trailing     the rest of the reply, one vector per frame, then tts_eos, then tts_pad for ever.
+
+2. The frame loop (`generate_codes`), with KV caches for the Talker and the code predictor:
+
+       talker(sequence) -> codec_head -> code 0 (sampled; ids of the top 1024 except codec eos are suppressed)
+       code predictor: [talker hidden, embed(code 0)] -> code 1 -> ... -> code G-1
+       next talker input = sum of the G code embeddings + the next trailing vector
+       ... until code 0 is codec eos, or `max_frames` frames.
+
+The output is `SpeechCodes.codes` (B, num_code_groups, frames), the layout Code2Wav decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import OmniConfig, TalkerConfig
+from .errors import InputError
+from .generation import SamplingConfig, next_token
+from .positions import next_position_ids, rope_index_from_config, text_position_ids
+
+_N_SUPPRESSED = 1024  # the top ids of the codec vocabulary are control tokens, never spoken
+
+
+def speaker_id(cfg: TalkerConfig, speaker: str) -> int:
+    """The codec id of a voice, by name (case-insensitive)."""
+    voices = {k.lower(): v for k, v in (cfg.speaker_id or {}).items()}
+    if not isinstance(speaker, str) or speaker.lower() not in voices:
+        raise InputError(f"unknown speaker {speaker!r}; available voices: {sorted(voices) or 'none in config'}")
+    return int(voices[speaker.lower()])
+
+
+@dataclass
+class TalkerInputs:
+    embeds: torch.Tensor  # (B, T, D) the Talker's prompt
+    attention_mask: torch.Tensor  # (B, T) 0 = left padding of the user part
+    position_ids: torch.Tensor  # (3, B, T) M-RoPE ids
+    rope_deltas: torch.Tensor  # (B, 1) next position = real tokens so far + delta
+    trailing: torch.Tensor  # (B, N, D) one text vector per frame
+    pad_embed: torch.Tensor  # (B, 1, D) tts_pad, added once the trailing text is used up
+
+
+@dataclass
+class SpeechCodes:
+    codes: torch.Tensor  # (B, num_code_groups, frames); zeros past a row's length
+    lengths: torch.Tensor  # (B,) frames before each row's codec eos
+
+
+@torch.no_grad()
+def build_talker_inputs(
+    talker,
+    config: OmniConfig,
+    embed_tokens,
+    input_ids: torch.Tensor,
+    sequences: torch.Tensor,
+    thinker_embeds: torch.Tensor,
+    thinker_hidden: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    speaker: str = "ethan",
+    thinker_eos_token_ids=None,
+    image_grid_thw=None,
+    video_grid_thw=None,
+    video_second_per_grid=None,
+    audio_feature_lengths=None,
+    use_audio_in_video: bool = False,
+) -> TalkerInputs:
+    """Assemble the Talker's prompt from the Thinker's work.
+
+    input_ids (B, P): the prompt, ending with `<im_start>assistant\\n`; attention_mask (B, P) its mask.
+    sequences (B, L): prompt + generated reply (rows that finished early padded after their eos).
+    thinker_embeds / thinker_hidden (B, L', Dt): the Thinker's input embeddings (media features scattered in)
+    and layer `accept_hidden_layer` outputs for the first L' tokens of `sequences` (L' = L - 1 when, as in the
+    reference, the last generated token was never fed back). embed_tokens: the Thinker's token embedding.
+    thinker_eos_token_ids: the reply's end token(s) (default <im_end>); the tts_eos marker goes after it.
+    The media sizes are those of the prompt, for the Talker's TMRoPE positions.
+    """
+    cfg, tk = config, config.talker_config
+    B, P = input_ids.shape
+    if sequences.dim() != 2 or sequences.shape[0] != B or sequences.shape[1] <= P:
+        raise InputError(f"sequences must be (B, > {P}) = prompt + reply, got {tuple(sequences.shape)}")
+    L = min(thinker_embeds.shape[1], thinker_hidden.shape[1], sequences.shape[1])
+    if L < P:
+        raise InputError(f"thinker states cover {L} tokens, fewer than the {P}-token prompt")
+    device = thinker_embeds.device
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.device)
+    voice = speaker_id(tk, speaker)
+
+    # -- user turns: every position whose latest <im_start> opens a user turn ---------------------------------
+    pos = torch.arange(P, device=input_ids.device).expand(B, -1)
+    starts = torch.where(input_ids == cfg.im_start_token_id, pos, torch.full_like(pos, -1))
+    turn_start = starts.cummax(-1).values.clamp_min(0)
+    role = input_ids.gather(1, (turn_start + 1).clamp_max(P - 1))
+    is_user = (role == cfg.user_token_id) & mask.bool()
+    n_user = is_user.sum(-1)  # (B,)
+    U = int(n_user.max())
+    media = (sequences == tk.audio_token_id) | (sequences == tk.image_token_id) | (sequences == tk.video_token_id)
+    media = media[:, :P].to(device)
+    D = tk.text_config.hidden_size
+    full = thinker_embeds.new_empty(B, P, D)
+    if media.any():
+        full[media] = talker.hidden_projection(thinker_hidden[:, :P][media])
+    full[~media] = talker.text_projection(thinker_embeds[:, :P][~media])
+    # user positions sorted last (offset by P) keep their order and end up right-aligned in the last U columns
+    order = torch.where(is_user, pos + P, pos).argsort(-1)[:, P - U:].to(device)  # (B, U)
+    user_embeds = full.gather(1, order[..., None].expand(-1, -1, D))
+    user_ids = input_ids.to(device).gather(1, order)
+    user_mask = (torch.arange(U, device=device)[None] >= (U - n_user.to(device))[:, None]).long()
+
+    # -- assistant turn: the last <im_start> assistant of the prompt -------------------------------------------
+    header = (input_ids[:, :-1] == cfg.im_start_token_id) & (input_ids[:, 1:] == cfg.assistant_token_id)
+    if not bool(header.any(-1).all()):
+        raise InputError("the prompt has no '<|im_start|>assistant' turn to speak; end it with the generation prompt")
+    last = [int(torch.nonzero(row).flatten()[-1]) for row in header]
+    if len(set(last)) != 1:
+        raise InputError(f"rows start the assistant turn at different positions {last}; left-pad the prompts")
+    a = last[0]
+    if L - a < 4:
+        raise InputError("the Thinker's reply is empty: there is no text to speak")
+    special = torch.tensor([[cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id]], device=device)
+    tts_bos, tts_eos, tts_pad = talker.text_projection(embed_tokens(special)).chunk(3, dim=1)  # 3 x (1, 1, D)
+    reply = talker.text_projection(thinker_embeds[:, a:L])  # (B, L - a, D)
+    text_track = torch.cat([reply[:, :3], tts_pad.expand(B, 4, -1), tts_bos.expand(B, -1, -1), reply[:, 3:4]], 1)
+    codec_ids = torch.tensor(
+        [tk.codec_nothink_id, tk.codec_think_bos_id, tk.codec_think_eos_id, voice, tk.codec_pad_id, tk.codec_bos_id],
+        device=device,
+    )
+    codec_track = torch.cat([reply.new_zeros(B, 3, D), talker.codec_embedding(codec_ids).expand(B, -1, -1)], 1)
+    assistant = text_track + codec_track  # (B, 9, D)
+    trailing = torch.cat([reply[:, 4:], tts_eos.expand(B, -1, -1)], 1)  # (B, N, D)
+
+    # in a batch, a row whose reply ended early gets its tts_eos right after its own end token, then pads
+    eos_ids = thinker_eos_token_ids if thinker_eos_token_ids is not None else (cfg.im_end_token_id,)
+    reply_ids = sequences[:, P:].to(device)
+    is_eos = torch.isin(reply_ids, torch.as_tensor(eos_ids, device=device).flatten())
+    G = reply_ids.shape[1]
+    first_eos = torch.where(is_eos, torch.arange(G, device=device), G).min(-1).values  # (B,)
+    j = torch.arange(trailing.shape[1], device=device)[None]
+    trailing = torch.where((j > first_eos[:, None])[..., None], tts_pad.to(trailing.dtype), trailing)
+    trailing = torch.where((j == first_eos[:, None])[..., None], tts_eos.to(trailing.dtype), trailing)
+
+    # -- the whole prompt and its positions -----------------------------------------------------------------
+    embeds = torch.cat([user_embeds, assistant], 1)
+    ids = torch.cat([user_ids, torch.full((B, assistant.shape[1]), cfg.tts_pad_token_id, device=device)], 1)
+    talker_mask = torch.cat([user_mask, user_mask.new_ones(B, assistant.shape[1])], 1)
+    grids = (image_grid_thw, video_grid_thw)
+    has_media = audio_feature_lengths is not None or any(g is not None and g.numel() > 0 for g in grids)
+    if has_media:
+        position_ids, deltas = rope_index_from_config(
+            tk, ids, talker_mask, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            video_second_per_grid=video_second_per_grid, audio_feature_lengths=audio_feature_lengths,
+            use_audio_in_video=bool(use_audio_in_video),
+        )
+    else:
+        position_ids, deltas = text_position_ids(talker_mask)
+    return TalkerInputs(embeds, talker_mask, position_ids, deltas, trailing, tts_pad.expand(B, -1, -1))
+
+
+@dataclass
+class SpeechSampling:
+    """How codes are chosen. Defaults are the reference's: code 0 sampled at temperature 0.9, top-k 50 with a
+    1.05 repetition penalty; codes 1.. sampled with top-k 50, top-p 0.8. `do_sample=False` makes both greedy."""
+
+    max_frames: int = 4095
+    do_sample: bool = True
+    temperature: float = 0.9
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.05
+    code_do_sample: bool | None = None  # None: same as do_sample
+    code_temperature: float = 1.0
+    code_top_k: int = 50
+    code_top_p: float = 0.8
+    seed: int | None = None
+
+
+def _sampling(options: dict) -> SpeechSampling:
+    names = set(SpeechSampling.__dataclass_fields__)
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise InputError(f"unknown speech option(s) {unknown}; choose from {sorted(names)}")
+    s = SpeechSampling(**options)
+    if not isinstance(s.max_frames, int) or s.max_frames < 1:
+        raise InputError(f"max_frames must be a positive integer, got {s.max_frames!r}")
+    return s
+
+
+@torch.no_grad()
+def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
+    """Run the frame loop (options: see `SpeechSampling`). Returns codes (B, G, frames) and per-row lengths."""
+    s = _sampling(options)
+    tk = talker.cfg
+    G, V = tk.num_code_groups, tk.text_config.vocab_size
+    eos = tk.codec_eos_token_id
+    first = SamplingConfig(max_new_tokens=s.max_frames, do_sample=s.do_sample, temperature=s.temperature,
+                           top_k=s.top_k, top_p=s.top_p, repetition_penalty=s.repetition_penalty)
+    rest = SamplingConfig(do_sample=s.do_sample if s.code_do_sample is None else s.code_do_sample,
+                          temperature=s.code_temperature, top_k=s.code_top_k, top_p=s.code_top_p)
+    first.validate()
+    rest.validate()
+    suppressed = torch.tensor([i for i in range(max(V - _N_SUPPRESSED, 0), V) if i != eos], dtype=torch.long)
+
+    embeds, mask = inputs.embeds, inputs.attention_mask
+    B, T, _ = embeds.shape
+    device = embeds.device
+    generator = torch.Generator(device=device).manual_seed(s.seed) if s.seed is not None else None
+    cache = talker.decoder.new_cache(B, T + s.max_frames)
+    cp = talker.code_predictor
+    cp_cache = cp.new_cache(B)
+    out = talker(embeds, inputs.position_ids, mask, cache)
+    logits, hidden = out.logits[:, -1], out.hidden[:, -1:]  # (B, V), (B, 1, D)
+    seen = torch.empty(B, 0, dtype=torch.long, device=device)  # code 0s so far, for the repetition penalty
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)
+    frames = []
+    for f in range(s.max_frames):
+        logits = logits.float().index_fill(1, suppressed.to(device), float("-inf"))
+        code0 = next_token(logits, seen, first, f, generator)
+        code0 = torch.where(finished, torch.full_like(code0, eos), code0)  # finished rows keep saying eos
+        seen = torch.cat([seen, code0[:, None]], 1)
+        finished = finished | (code0 == eos)
+        if bool(finished.all()):
+            break
+        frame = _predict_rest(talker, hidden, code0, rest, cp_cache, generator)  # (B, G)
+        frames.append(frame)
+        lengths += (~finished).long()
+        if f == s.max_frames - 1:
+            break
+        text = inputs.trailing[:, f] if f < inputs.trailing.shape[1] else inputs.pad_embed[:, 0]
+        x = (talker.frame_embedding(frame) + text)[:, None]  # (B, 1, D)
+        position_ids = next_position_ids(inputs.rope_deltas, mask.sum(-1, keepdim=True))
+        mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
+        out = talker(x, position_ids, mask, cache)
+        logits, hidden = out.logits[:, -1], out.hidden[:, -1:]
+    if not frames:
+        return SpeechCodes(torch.zeros(B, G, 0, dtype=torch.long, device=device), lengths)
+    codes = torch.stack(frames, dim=2)  # (B, G, F)
+    past_end = torch.arange(codes.shape[2], device=device)[None] >= lengths[:, None]
+    return SpeechCodes(codes.masked_fill(past_end[:, None], 0), lengths)
+
+
+def _predict_rest(talker, hidden, code0, cfg: SamplingConfig, cache, generator) -> torch.Tensor:
+    """Codes 1..G-1 of a frame from the Talker's hidden state (B, 1, D) and code 0 (B,) -> frame (B, G)."""
+    cp = talker.code_predictor
+    cache.reset()  # positions restart at 0 for every frame
+    h = torch.cat([hidden, talker.codec_embedding(code0)[:, None]], 1)  # (B, 2, D)
+    codes = [code0]
+    none_seen = code0.new_empty(code0.shape[0], 0)
+    for k in range(1, talker.cfg.num_code_groups):
+        y = cp(h, cache)[:, -1]  # (B, D)
+        code = next_token(cp.logits(k, y), none_seen, cfg, k - 1, generator)
+        codes.append(code)
+        h = cp.embed(k, code)[:, None]
+    return torch.stack(codes, 1)
+
+
+@torch.no_grad()
+def speak(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", thinker_eos_token_ids=None,
+          **options) -> SpeechCodes:
+    """Codes for the Thinker's reply: batch = the prompt batch (processor layout) the reply was generated from,
+    new_tokens (B, N) the reply (e.g. from omni.generation.generate_tokens). Options: see `SpeechSampling`."""
+    if model.talker is None or model.thinker is None:
+        raise InputError("speech needs both the thinker and the talker; load with components=('thinker', 'talker')")
+    input_ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    sequences = torch.cat([input_ids, new_tokens.to(input_ids.device)], 1)
+    # the last reply token is never fed back to the Thinker, so the Talker sees states up to the one before it
+    fed = sequences[:, :-1]
+    fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
+    media_keys = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
+                  "input_features", "feature_attention_mask", "use_audio_in_video")
+    media = {k: batch[k] for k in media_keys if batch.get(k) is not None}
+    out = model.thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, **media)
+    layer = model.config.talker_config.accept_hidden_layer
+    fam = batch.get("feature_attention_mask")
+    inputs = build_talker_inputs(
+        model.talker, model.config, model.thinker.embed_tokens, input_ids, sequences, out.hidden_states[0],
+        out.hidden_states[layer], mask, speaker, thinker_eos_token_ids,
+        image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
+        video_second_per_grid=batch.get("video_second_per_grid"),
+        audio_feature_lengths=fam.sum(-1) if fam is not None else None,
+        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
+    )
+    return generate_codes(model.talker, inputs, **options)
