@@ -1,3 +1,5 @@
 """Modality tokenizers: preprocessing + encoders that turn images, video, audio and text into Thinker inputs."""
 
 from .text import StreamDecoder, TextTokenizer  # noqa: F401
+from .image import num_vision_tokens, preprocess_images, smart_resize  # noqa: F401
+from .vision import VisionTokenizer  # noqa: F401

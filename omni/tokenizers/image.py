@@ -1,0 +1,231 @@
+"""Image preprocessing for the Qwen3-Omni vision tokenizer: any image -> flattened patches + (t, h, w) grid.
+
+    image (path | PIL | HWC array | CHW tensor) ──to RGB uint8──► smart_resize to multiples of patch*merge
+        ──PIL bicubic──► x/255, (x - mean)/std ──► patches (h*w, C*T*P*P) in merge-block order, grid (1, h, w)
+
+Choices, all made to match the official processor (`Qwen2VLImageProcessor` configured as the Qwen3-Omni release:
+patch 16, merge 2, temporal patch 2, 3136..12845056 pixels, mean = std = 0.5):
+
+- Colour: every mode becomes RGB. Modes with transparency (RGBA, LA, PA, P with a transparent index) are
+  composited onto white first, so transparent areas do not turn black; CMYK, P, L, 1, ... use PIL's conversion.
+- Resampling is PIL's bicubic filter on the uint8 image, which is what the reference PIL processor runs, so
+  the output is bit-identical to it (no torchvision needed).
+- Float arrays / tensors are read as values in [0, 1] and rounded to uint8 (so `x / 255` of a uint8 image gives
+  exactly the uint8 result); integer ones must already be in 0..255.
+- Normalisation goes through a 256-entry table per channel computed with the reference's arithmetic
+  (x * (1/255) in float64, then (x - mean) / std in float32): exact and cheap.
+- Patches: a still image is one temporal patch, the frame repeated `temporal_patch_size` times. Each patch row is
+  a (C, T, P, P) cube flattened channel-major; the m x m patches that merge into one LLM token are consecutive.
+
+Everything here is CPU numpy / PIL / torch, safe to run in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import MediaError
+
+PATCH_SIZE, MERGE_SIZE, TEMPORAL_PATCH_SIZE = 16, 2, 2
+MIN_PIXELS = 56 * 56  # 3136, preprocessor_config.json of the release
+MAX_PIXELS = 28 * 28 * 16384  # 12845056
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+MAX_ASPECT_RATIO = 200
+
+
+def smart_resize(height: int, width: int, factor: int = PATCH_SIZE * MERGE_SIZE, min_pixels: int = MIN_PIXELS,
+                 max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The official target size: both sides multiples of `factor`, area within [min_pixels, max_pixels],
+    aspect ratio kept as closely as possible. Sides are first rounded to the nearest multiple; if the area is
+    then too large both sides shrink by the same ratio (rounded down), if too small they grow (rounded up)."""
+    if height <= 0 or width <= 0:
+        raise MediaError(f"image has no pixels ({height}x{width}); pass a non-empty image")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise MediaError(f"image of {height}x{width} has an aspect ratio above {MAX_ASPECT_RATIO}; crop or pad it "
+                         "to a less extreme shape")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def num_vision_tokens(grid_thw, merge_size: int = MERGE_SIZE):
+    """LLM tokens of an item: t * h * w / merge². One (3,) row -> int; an (n, 3) grid -> (n,) long tensor."""
+    grid = torch.as_tensor(grid_thw, dtype=torch.long)
+    counts = grid.prod(-1) // (merge_size * merge_size)
+    return int(counts) if grid.dim() == 1 else counts
+
+
+# -- reading any image as RGB uint8 ---------------------------------------------------------------------------------
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    if "A" in img.getbands() or img.info.get("transparency") is not None:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"))
+
+
+def _array_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise MediaError(f"{what} contains NaN or infinite values")
+        if a.size and (a.min() < 0.0 or a.max() > 1.0):
+            raise MediaError(f"{what} is a float array with values in [{a.min():g}, {a.max():g}]; float images must "
+                             "be in [0, 1] (pass uint8 for 0..255 values)")
+        return np.round(a.astype(np.float64) * 255.0).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise MediaError(f"{what} is an integer array with values in [{a.min()}, {a.max()}]; expected 0..255")
+        return a.astype(np.uint8)
+    raise MediaError(f"{what} has dtype {a.dtype}; use uint8 (0..255) or float (0..1)")
+
+
+def _hwc_to_rgb(a: np.ndarray, what: str) -> np.ndarray:
+    a = _array_to_uint8(a, what)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise MediaError(f"{what} has shape {a.shape}; expected (H, W), or (H, W, C) with C in 1, 3, 4 "
+                         "(numpy arrays are channels-last, tensors channels-first)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise MediaError(f"{what} has no pixels (shape {a.shape}); pass a non-empty image")
+    if a.shape[-1] == 1:
+        return np.repeat(a, 3, axis=-1)
+    if a.shape[-1] == 4:  # composite onto white, in floats, rounded back (as the reference does for arrays)
+        alpha = a[..., 3:4] / 255.0
+        return np.round(alpha * a[..., :3] + (1 - alpha) * 255.0).astype(np.uint8)
+    return a
+
+
+def load_rgb(image, what: str = "image") -> np.ndarray:
+    """Any supported image -> (H, W, 3) uint8 RGB. Raises MediaError for unreadable or unusable input."""
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        try:
+            with Image.open(path) as img:
+                img.load()  # decode now so a truncated file fails here, not later
+                rgb = _pil_to_rgb(img)
+        except FileNotFoundError:
+            raise MediaError(f"{what}: no such file {path!r}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise MediaError(f"{what}: cannot decode {path!r} as an image ({e}); is the file corrupt?") from None
+        what = f"{what} {path!r}"
+    elif isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise MediaError(f"{what} has no pixels ({image.width}x{image.height})")
+        try:
+            rgb = _pil_to_rgb(image)
+        except (OSError, ValueError) as e:
+            raise MediaError(f"{what}: cannot convert PIL mode {image.mode!r} to RGB ({e})") from None
+    elif isinstance(image, np.ndarray):
+        rgb = _hwc_to_rgb(image, what)
+    elif torch.is_tensor(image):
+        t = image.detach().cpu()
+        if t.dim() == 3:
+            t = t.permute(1, 2, 0)  # CHW -> HWC
+        elif t.dim() != 2:
+            raise MediaError(f"{what} is a tensor of shape {tuple(image.shape)}; expected (C, H, W) or (H, W)")
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        rgb = _hwc_to_rgb(t.numpy(), what)
+    else:
+        raise MediaError(f"{what} has unsupported type {type(image).__name__}; pass a file path, PIL image, HWC "
+                         "numpy array or CHW tensor")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise MediaError(f"{what} has no pixels ({rgb.shape[0]}x{rgb.shape[1]})")
+    return rgb
+
+
+# -- resize, normalise, patchify ------------------------------------------------------------------------------------
+
+
+def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL bicubic resize of an (H, W, 3) uint8 image (a no-op copy when the size already matches)."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), resample=Image.Resampling.BICUBIC))
+
+
+def normalize_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(3, 256) float32: the normalised value of every uint8 level per channel."""
+    mean = np.asarray(_three(mean, "image_mean"), dtype=np.float32)[:, None]
+    std = np.asarray(_three(std, "image_std"), dtype=np.float32)[:, None]
+    if (std == 0).any():
+        raise MediaError("image_std must not contain zeros")
+    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)[None, :]
+    return (levels - mean) / std
+
+
+def _three(v, name):
+    if isinstance(v, (int, float)):
+        return (float(v),) * 3
+    v = tuple(float(x) for x in v)
+    if len(v) != 3:
+        raise MediaError(f"{name} needs 3 values (R, G, B), got {len(v)}")
+    return v
+
+
+def normalize(rgb: np.ndarray, table: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 through the per-channel table."""
+    out = np.stack([table[c][rgb[..., c]] for c in range(3)])
+    return torch.from_numpy(out)
+
+
+def patchify(frames: torch.Tensor, patch_size: int, merge_size: int, temporal_patch_size: int):
+    """(F, C, H, W) frames, F a multiple of temporal_patch_size -> ((F/T)*(H/P)*(W/P), C*T*P*P), (F/T, H/P, W/P).
+
+    Rows are ordered (t, block_row, block_col, in_row, in_col); each row is (C, T, P, P) flattened."""
+    F_, C, H, W = frames.shape
+    T, P, m = temporal_patch_size, patch_size, merge_size
+    gt, gh, gw = F_ // T, H // P, W // P
+    x = frames.reshape(gt, T, C, gh // m, m, P, gw // m, m, P)
+    #                  0   1  2  3       4  5  6       7  8
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (gt, bh, bw, m, m, C, T, P, P)
+    return x.reshape(gt * gh * gw, C * T * P * P), (gt, gh, gw)
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+def preprocess_images(images, *, patch_size: int = PATCH_SIZE, merge_size: int = MERGE_SIZE,
+                      temporal_patch_size: int = TEMPORAL_PATCH_SIZE, min_pixels: int = MIN_PIXELS,
+                      max_pixels: int = MAX_PIXELS, image_mean=IMAGE_MEAN, image_std=IMAGE_STD) -> dict:
+    """One image or a list of them -> {"pixel_values": (N, 3*T*P*P) float32, "image_grid_thw": (n, 3) long}."""
+    items = _as_list(images)
+    if not items:
+        raise MediaError("no images given; pass an image or a non-empty list of images")
+    table = normalize_table(image_mean, image_std)
+    factor = patch_size * merge_size
+    pixels, grids = [], []
+    for i, item in enumerate(items):
+        rgb = load_rgb(item, f"image {i}")
+        h, w = smart_resize(rgb.shape[0], rgb.shape[1], factor, min_pixels, max_pixels)
+        frame = normalize(resize_rgb(rgb, h, w), table)  # (3, h, w)
+        frames = frame[None].expand(temporal_patch_size, -1, -1, -1)  # a still image is one temporal patch
+        patches, grid = patchify(frames, patch_size, merge_size, temporal_patch_size)
+        pixels.append(patches)
+        grids.append(grid)
+    return {"pixel_values": torch.cat(pixels), "image_grid_thw": torch.tensor(grids, dtype=torch.long)}
