@@ -3,3 +3,4 @@
 from .text import StreamDecoder, TextTokenizer  # noqa: F401
 from .image import num_vision_tokens, preprocess_images, smart_resize  # noqa: F401
 from .vision import VisionTokenizer  # noqa: F401
+from .video import preprocess_videos  # noqa: F401
