@@ -3,6 +3,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 from omni.checkpoints.qwen3_omni import KEY_MAP
 from omni.config import OmniConfig, VisionConfig
 from omni.errors import ConfigError, InputError
+from omni.tokenizers.image import preprocess_images
 from omni.tokenizers.vision import VisionTokenizer
 
 from reference import build_reference
@@ -67,6 +69,31 @@ def test_video_and_images_together(pair):
     assert max(_max_diffs(*pair, [[1, 6, 4], [4, 2, 4], [2, 8, 8]], seed=3)) <= 1e-4
 
 
+def test_same_sized_items_batched_together(pair):
+    # consecutive items with equal frame length share one attention call; (2, 8) has the length of (4, 4)
+    assert max(_max_diffs(*pair, [[1, 4, 4], [2, 4, 4], [1, 2, 8], [1, 4, 6], [1, 6, 4]], seed=5)) <= 1e-4
+
+
+def test_end_to_end_from_images(pair):
+    # reference processor + reference tower vs omni preprocessing + omni tower, on real (random) images
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+
+    ref, model = pair
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((30, 45), (17, 60))]
+    opts = dict(patch_size=4, merge_size=2, temporal_patch_size=2, min_pixels=64, max_pixels=40 * 40)
+    proc = Qwen2VLImageProcessorPil(**opts, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    want_in = proc(images=images, return_tensors="pt")
+    got_in = preprocess_images(images, **opts)
+    assert torch.equal(got_in["image_grid_thw"], want_in["image_grid_thw"])
+    with torch.no_grad():
+        want = ref(want_in["pixel_values"], grid_thw=want_in["image_grid_thw"])
+        got, deep = model(got_in["pixel_values"], got_in["image_grid_thw"])
+    assert (got - want.pooler_output).abs().max().item() <= 1e-4
+    assert max((g - w).abs().max().item() for g, w in zip(deep, want.deepstack_features)) <= 1e-4
+
+
 def test_frames_do_not_attend_to_each_other(pair):
     # changing frame 2 of a video must not change the tokens of frame 1 (and items are independent)
     _, model = pair
@@ -118,3 +145,25 @@ def test_bad_configs():
         VisionTokenizer(VisionConfig.from_dict({**base, "num_position_embeddings": 15}))
     with pytest.raises(ConfigError, match="hidden_act"):
         VisionTokenizer(VisionConfig.from_dict({**base, "hidden_act": "relu6"}))
+
+
+def test_gradients_match_reference(tmp_path):
+    directory = tmp_path / "grad"
+    ref = build_reference(directory, seed=1).thinker.model.visual
+    model = load_vision(directory)
+    grid = torch.tensor([[1, 4, 6], [2, 4, 4]])
+    pixels = torch.randn(56, model.patch_dim, generator=torch.Generator().manual_seed(6))
+    weight = torch.randn(14, model.cfg.out_hidden_size, generator=torch.Generator().manual_seed(7))
+
+    def loss(embeds, deep):
+        return (embeds * weight).sum() + sum((d * weight).sum() for d in deep)
+
+    loss(*model(pixels, grid)).backward()
+    out = ref(pixels, grid_thw=grid)
+    loss(out.pooler_output, out.deepstack_features).backward()
+    ref_params = dict(ref.named_parameters())
+    worst = 0.0
+    for name, p in model.named_parameters():
+        official = KEY_MAP.to_official(PREFIX + name)[0].removeprefix("thinker.visual.")
+        worst = max(worst, (p.grad - ref_params[official].grad).abs().max().item())
+    assert worst <= 1e-4

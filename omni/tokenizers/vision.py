@@ -83,7 +83,7 @@ class VisionAttention(nn.Module):
         k = apply_rope(k.float(), cos, sin).to(x.dtype)
         out = torch.empty_like(q)
         start = 0
-        for frames, length in segments:  # one item: `frames` equal-length segments, batched together
+        for frames, length in segments:  # `frames` equal-length segments, attended to in one batched call
             end = start + frames * length
             qi, ki, vi = (t[start:end].view(frames, length, self.n_heads, self.head_dim).transpose(1, 2)
                           for t in (q, k, v))  # (frames, H, L, Dh)
@@ -165,6 +165,7 @@ class VisionTokenizer(nn.Module):
         self.pos_embed = nn.Embedding(cfg.num_position_embeddings, cfg.hidden_size)
         self.rotary = VisionRotary(head_dim, float(rope.get("rope_theta", DEFAULT_ROPE_THETA)))
         self.blocks = nn.ModuleList(VisionBlock(cfg, approximate) for _ in range(cfg.depth))
+        self.gradient_checkpointing = False  # recompute each block in the backward pass (omni.training)
         self.merger = PatchMerger(cfg.hidden_size, self.merge, cfg.out_hidden_size, norm_after_concat=False)
         self.deepstack_mergers = nn.ModuleList(
             PatchMerger(cfg.hidden_size, self.merge, cfg.out_hidden_size, norm_after_concat=True)
@@ -221,11 +222,20 @@ class VisionTokenizer(nn.Module):
             cols.append(c.repeat(t))
         x = x + torch.cat(pos).to(x.dtype)
         cos, sin = self.rotary(torch.cat(rows), torch.cat(cols))  # (N, Dh) each
-        segments = [(t, h * w) for t, h, w in items]
+        # attention segments: runs of equal-length frames (consecutive items of one size share one batched call)
+        segments: list[tuple[int, int]] = []
+        for t, h, w in items:
+            if segments and segments[-1][1] == h * w:
+                segments[-1] = (segments[-1][0] + t, h * w)
+            else:
+                segments.append((t, h * w))
 
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, segments)
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, segments, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, segments)
             if i in self.deepstack_indexes:
                 deepstack.append(self.deepstack_mergers[self.deepstack_indexes.index(i)](x))
         return self.merger(x), deepstack
