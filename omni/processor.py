@@ -300,23 +300,22 @@ class Processor:
         if not images:
             return []
         image = _media_module("image")
-        pixels, grid = _as_pair(image.preprocess_images(images, **self.image_options),
-                                ("pixel_values", "image_grid_thw"), "preprocess_images")
-        batch["pixel_values"], batch["image_grid_thw"] = pixels, grid
-        return [int(image.num_vision_tokens(g, self.merge_size)) for g in grid]
+        out = image.preprocess_images(images, **{"merge_size": self.merge_size, **self.image_options})
+        batch["pixel_values"], batch["image_grid_thw"] = out["pixel_values"], out["image_grid_thw"]
+        return [image.num_vision_tokens(g, self.merge_size) for g in out["image_grid_thw"]]
 
     def _videos(self, videos, batch) -> list:
         if not videos:
             return []
         video = _media_module("video")
-        pixels, grid = _as_pair(video.preprocess_videos(videos, **self.video_options),
-                                ("pixel_values_videos", "video_grid_thw"), "preprocess_videos")
-        batch["pixel_values_videos"], batch["video_grid_thw"] = pixels, grid
-        # seconds covered by one temporal grid; the official processor assumes 1 fps when it is not told
-        fps = self.video_fps if self.video_fps is not None else 1.0
-        temporal = self.video_options.get("temporal_patch_size", 2)
-        batch["video_second_per_grid"] = torch.tensor([temporal / fps] * len(grid), dtype=torch.float32)
-        return [tuple(int(x) for x in g) for g in grid]
+        options = {"merge_size": self.merge_size, **self.video_options}
+        if self.video_fps is not None:
+            options.setdefault("fps", self.video_fps)
+        # video_second_per_grid = temporal_patch_size / fps, with the official 1.0 fps when none is given
+        out = video.preprocess_videos(videos, **options)
+        for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
+            batch[key] = out[key]
+        return [tuple(int(x) for x in g) for g in out["video_grid_thw"]]
 
     def _audio(self, waves, batch) -> list[int]:
         if not waves:

@@ -86,7 +86,8 @@ def processor(qwen_tokenizer_dir):
     return Processor.from_pretrained(qwen_tokenizer_dir, chat_template=BUILTIN_TEMPLATE,
                                      image_options={"patch_size": PATCH, "merge_size": MERGE,
                                                     "min_pixels": IMAGE_SIZE["shortest_edge"],
-                                                    "max_pixels": IMAGE_SIZE["longest_edge"]})
+                                                    "max_pixels": IMAGE_SIZE["longest_edge"]},
+                                     video_options={"min_pixels": 32 * 32, "max_pixels": 32 * 32 * 16})
 
 
 def _compare(ours: dict, theirs, keys=None):
@@ -188,3 +189,73 @@ def test_save_and_reload(processor, tmp_path):
     assert again.chat_template == processor.chat_template
     conv = [{"role": "user", "content": "round trip"}]
     assert torch.equal(again(conv)["input_ids"], processor(conv)["input_ids"])
+
+
+# ---------------------------------------------------------------------------------------------- media
+def _conversations(audio=False, video=False, video_audio=False):
+    """Two conversations: 3 images (different sizes), optionally 2 audio clips and a video with its sound."""
+    a = [{"role": "user", "content": [{"type": "image", "image": _image(1, 64, 96)},
+                                      {"type": "text", "text": "What is here?"}]}]
+    b = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [
+        {"type": "image", "image": _image(4, 96, 64)}, {"type": "text", "text": "and"},
+        {"type": "image", "image": _image(5, 40, 70)}, {"type": "text", "text": "?"}]}]
+    if audio:
+        a[0]["content"].append({"type": "audio", "audio": _wave(2, 1.3)})
+        b[1]["content"].insert(0, {"type": "audio", "audio": _wave(3, 2.7)})
+    if video:
+        item = {"type": "video", "video": _video(6, 5, 64, 80)}
+        if video_audio:
+            item["audio"] = _wave(7, 2.2)
+        b[1]["content"].insert(2, item)
+    return [a, b]
+
+
+def _media(convs):
+    """Per-conversation image and video lists, audio in prompt order, and each audio's source video (or None)."""
+    images, videos, audio, sources, n_videos = [], [], [], [], 0
+    for conv in convs:
+        images.append([]), videos.append([])
+        for m in conv:
+            for item in m["content"] if isinstance(m["content"], list) else []:
+                if item["type"] in ("image", "video"):
+                    (images if item["type"] == "image" else videos)[-1].append(item[item["type"]])
+                if item["type"] == "audio" or (item["type"] == "video" and "audio" in item):
+                    audio.append(item["audio"])
+                    sources.append(n_videos if item["type"] == "video" else None)
+                n_videos += item["type"] == "video"
+    return images, videos, audio, sources
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_images_batch_matches_reference(processor, qwen_tokenizer_dir, side):
+    convs = _conversations()
+    ref = _reference(qwen_tokenizer_dir)
+    images, _, _, _ = _media(convs)
+    theirs = ref(text=_render(ref, convs), images=images, padding=True, padding_side=side, return_tensors="pt")
+    _compare(processor(convs, padding_side=side), theirs)
+
+
+def test_messages_path_matches_reference_apply_chat_template(processor, qwen_tokenizer_dir):
+    convs = _conversations()
+    ref = _reference(qwen_tokenizer_dir)
+    theirs = ref.apply_chat_template(convs, tokenize=True, return_dict=True, add_generation_prompt=True,
+                                     padding=True, return_tensors="pt")
+    _compare(processor(convs), theirs)
+
+
+def _given_videos(processor, videos):
+    from omni.tokenizers.video import preprocess_videos
+
+    out = preprocess_videos([v for vs in videos for v in vs], **processor.video_options)
+    return {k: out[k] for k in ("pixel_values_videos", "video_grid_thw")}
+
+
+def test_video_and_images_match_reference(processor, qwen_tokenizer_dir):
+    convs = _conversations(video=True)
+    images, videos, _, _ = _media(convs)
+    ref = _reference(qwen_tokenizer_dir, _given_videos(processor, videos))
+    theirs = ref(text=_render(ref, convs), images=images, videos=videos, padding=True, return_tensors="pt")
+    ours = processor(convs)
+    _compare(ours, theirs)
+    assert ours["video_grid_thw"][0, 0] == 3  # 5 frames, padded to 6 with the last one: 3 temporal grids
+    assert ours["video_second_per_grid"].tolist() == [2.0]  # the official 1 fps default
