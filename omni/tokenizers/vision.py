@@ -214,10 +214,13 @@ class VisionTokenizer(nn.Module):
         x = self.patch_embed(pixel_values)  # (N, D)
 
         pos, rows, cols = [], [], []
+        per_size = {}  # (h, w) -> (rows, cols, position table in merge-block order), shared by same-sized items
         for t, h, w in items:
-            r, c = self._merge_block_order(h, w, device)
-            table = self._position_embedding(h, w)  # (h, w, D)
-            pos.append(table[r, c].repeat(t, 1))  # same table for every frame: (t*h*w, D)
+            if (h, w) not in per_size:
+                r, c = self._merge_block_order(h, w, device)
+                per_size[h, w] = r, c, self._position_embedding(h, w)[r, c]  # (h*w,), (h*w,), (h*w, D)
+            r, c, table = per_size[h, w]
+            pos.append(table.repeat(t, 1))  # same table for every frame: (t*h*w, D)
             rows.append(r.repeat(t))
             cols.append(c.repeat(t))
         x = x + torch.cat(pos).to(x.dtype)
