@@ -130,6 +130,7 @@ class Processor:
                                ("position_id_per_seconds", thinker.get("position_id_per_seconds"))):
                 if value is not None:
                     options[key] = value
+        options.update(_media_options(directory))
         options.update(overrides)
         return cls(tokenizer, **options)
 
@@ -355,3 +356,37 @@ def _media_module(name: str):
         kind = {"image": "images", "video": "videos", "audio_features": "audio"}[name]
         raise InputError(f"{kind} are not supported in this build: omni.tokenizers.{name} is not available") from None
 
+
+
+# preprocessor_config.json keys each media function takes. Video pixel bounds are deliberately absent: the
+# official processor always overrides them with its own per-frame bounds (the defaults of preprocess_videos).
+_IMAGE_KEYS = ("patch_size", "merge_size", "temporal_patch_size", "min_pixels", "max_pixels", "image_mean",
+               "image_std")
+_VIDEO_KEYS = ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std")
+
+
+def _media_options(directory: str) -> dict:
+    """image_options / video_options from preprocessor_config.json (+ video_preprocessor_config.json)."""
+    found = {}
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    found[name] = json.load(f)
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"cannot read {path}: {e}") from None
+    pre = dict(found.get("preprocessor_config.json", {}))
+    size = pre.get("size") or {}
+    if isinstance(size, dict):  # newer files keep the pixel bounds as size.shortest_edge / size.longest_edge
+        pre.setdefault("min_pixels", size.get("shortest_edge"))
+        pre.setdefault("max_pixels", size.get("longest_edge"))
+    video = {**pre, **found.get("video_preprocessor_config.json", {})}
+    options = {}
+    image_options = {k: pre[k] for k in _IMAGE_KEYS if pre.get(k) is not None}
+    video_options = {k: video[k] for k in _VIDEO_KEYS if video.get(k) is not None}
+    if image_options:
+        options["image_options"] = image_options
+    if video_options:
+        options["video_options"] = video_options
+    return options

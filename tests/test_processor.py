@@ -259,3 +259,25 @@ def test_video_and_images_match_reference(processor, qwen_tokenizer_dir):
     _compare(ours, theirs)
     assert ours["video_grid_thw"][0, 0] == 3  # 5 frames, padded to 6 with the last one: 3 temporal grids
     assert ours["video_second_per_grid"].tolist() == [2.0]  # the official 1 fps default
+
+
+def test_image_options_from_preprocessor_config(qwen_tokenizer_dir, tmp_path):
+    """A checkpoint's preprocessor_config.json sets the image options, as it configures the reference."""
+    import shutil
+
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(qwen_tokenizer_dir, d)
+    (d / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessor", "patch_size": 8, "merge_size": 2, "temporal_patch_size": 2,
+        "min_pixels": 16 * 16 * 4, "max_pixels": 16 * 16 * 12, "image_mean": [0.4, 0.5, 0.6],
+        "image_std": [0.2, 0.3, 0.25], "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": 128,
+    }))
+    ours = Processor.from_pretrained(d, merge_size=2)
+    assert ours.image_options["patch_size"] == 8
+    ref = _reference(qwen_tokenizer_dir)
+    ref.image_processor = Qwen2VLImageProcessorPil.from_pretrained(d)
+    convs = _conversations()
+    images, _, _, _ = _media(convs)
+    _compare(ours(convs), ref(text=_render(ref, convs), images=images, padding=True, return_tensors="pt"))
