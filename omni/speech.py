@@ -206,10 +206,12 @@ def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
     G, V = tk.num_code_groups, tk.text_config.vocab_size
     eos = tk.codec_eos_token_id
     first = SamplingConfig(max_new_tokens=s.max_frames, do_sample=s.do_sample, temperature=s.temperature,
-                           top_k=s.top_k, top_p=s.top_p, repetition_penalty=s.repetition_penalty)
+                           top_k=s.top_k, top_p=s.top_p)
     rest = SamplingConfig(do_sample=s.do_sample if s.code_do_sample is None else s.code_do_sample,
                           temperature=s.code_temperature, top_k=s.code_top_k, top_p=s.code_top_p)
     first.validate()
+    if not s.repetition_penalty > 0:
+        raise InputError(f"repetition_penalty must be > 0, got {s.repetition_penalty}")
     rest.validate()
     suppressed = torch.tensor([i for i in range(max(V - _N_SUPPRESSED, 0), V) if i != eos], dtype=torch.long)
 
@@ -223,11 +225,15 @@ def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
     out = talker(embeds, inputs.position_ids, mask, cache)
     logits, hidden = out.logits[:, -1], out.hidden[:, -1:]  # (B, V), (B, 1, D)
     seen = torch.empty(B, 0, dtype=torch.long, device=device)  # code 0s so far, for the repetition penalty
+    # The reference exempts a row's first n code 0s from the penalty, n = its left padding in the Talker prompt
+    # (it skips "prompt padding" in a history that holds no prompt); kept so that batched codes match it.
+    exempt = (mask != 0).int().argmax(-1)  # (B,)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
     frames = []
     for f in range(s.max_frames):
-        logits = logits.float().index_fill(1, suppressed.to(device), float("-inf"))
+        logits = _penalise(logits.float(), seen, exempt, s.repetition_penalty)
+        logits = logits.index_fill(1, suppressed.to(device), float("-inf"))
         code0 = next_token(logits, seen, first, f, generator)
         code0 = torch.where(finished, torch.full_like(code0, eos), code0)  # finished rows keep saying eos
         seen = torch.cat([seen, code0[:, None]], 1)
@@ -250,6 +256,18 @@ def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
     codes = torch.stack(frames, dim=2)  # (B, G, F)
     past_end = torch.arange(codes.shape[2], device=device)[None] >= lengths[:, None]
     return SpeechCodes(codes.masked_fill(past_end[:, None], 0), lengths)
+
+
+def _penalise(logits, seen, exempt, penalty: float) -> torch.Tensor:
+    """Repetition penalty over the code 0s seen so far (B, n), skipping each row's first `exempt` (B,) of them:
+    positive logits are divided by `penalty`, negative ones multiplied."""
+    if penalty == 1.0 or seen.shape[1] == 0:
+        return logits
+    counted = torch.arange(seen.shape[1], device=seen.device)[None] >= exempt[:, None]
+    hit = torch.zeros(logits.shape[0], logits.shape[1] + 1, dtype=torch.bool, device=logits.device)
+    hit.scatter_(1, seen.masked_fill(~counted, logits.shape[1]), True)  # exempt ones land in a spare column
+    hit = hit[:, :-1]
+    return torch.where(hit, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
 
 
 def _predict_rest(talker, hidden, code0, cfg: SamplingConfig, cache, generator) -> torch.Tensor:

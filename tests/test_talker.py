@@ -1,0 +1,212 @@
+"""Parity of the Talker, its code predictor and the speech-code loop with the reference (tiny random model).
+
+The tiny reference's Talker vocabulary is 1024 + 32 ids so that, as in the release, the top 1024 ids (control
+tokens, suppressed while speaking) sit above the 32 real codes; its root special ids are moved inside the tiny
+Thinker vocabulary so that prompts can be written with them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import omni
+from omni.errors import InputError
+from omni.speech import build_talker_inputs, generate_codes, speaker_id
+
+from reference import tiny_config_dict
+
+IM_START, IM_END, TTS_PAD, TTS_BOS, TTS_EOS, SYSTEM, USER, ASSISTANT, NL = 250, 251, 252, 253, 254, 245, 246, 247, 10
+ROOT = dict(im_start_token_id=IM_START, im_end_token_id=IM_END, tts_pad_token_id=TTS_PAD, tts_bos_token_id=TTS_BOS,
+            tts_eos_token_id=TTS_EOS, system_token_id=SYSTEM, user_token_id=USER, assistant_token_id=ASSISTANT)
+CODEC_EOS = 1040
+TALKER = dict(text_config=dict(vocab_size=1056), codec_eos_token_id=CODEC_EOS, codec_nothink_id=1041,
+              codec_think_bos_id=1042, codec_think_eos_id=1043, codec_pad_id=1044, codec_bos_id=1045,
+              speaker_id={"ethan": 1050, "chelsie": 1051})
+
+
+def _build(directory):
+    from transformers import Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration
+
+    torch.manual_seed(0)
+    ref = Qwen3OmniMoeForConditionalGeneration(Qwen3OmniMoeConfig(**tiny_config_dict(talker=TALKER), **ROOT))
+    ref = ref.float().eval()
+    with torch.no_grad():  # randomise everything (default init leaves norms at 1, some tensors at 0)
+        for name, p in ref.named_parameters():
+            p.copy_((1.0 if "norm" in name and name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+    ref.save_pretrained(directory)
+    return ref
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("talker")
+    ref = _build(directory)
+    return ref, omni.load(directory, components=("talker",), quiet=True)
+
+
+def _prompt(body_len=9, seed=3):
+    body = torch.randint(20, 200, (body_len,), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [IM_START, SYSTEM, NL, 30, 31, IM_END, NL, IM_START, USER, NL, *body, IM_END, NL, IM_START, ASSISTANT, NL]
+
+
+def _reference_speech(ref, ids, mask=None, speaker="ethan", **kwargs):
+    """Run the reference end to end; capture the thinker result, the talker's inputs and the codes it decodes."""
+    seen = {}
+    thinker_generate, talker_generate, decode = ref.thinker.generate, ref.talker.generate, ref.code2wav.chunked_decode
+
+    def thinker(*a, **k):
+        seen["thinker"] = thinker_generate(*a, **k)
+        return seen["thinker"]
+
+    def talker(*a, **k):
+        seen["talker_inputs"] = k
+        return talker_generate(*a, **k)
+
+    def code2wav(codes, *a, **k):
+        seen["codes"] = codes.clone()
+        return decode(codes, *a, **k)
+
+    ref.thinker.generate, ref.talker.generate, ref.code2wav.chunked_decode = thinker, talker, code2wav
+    try:
+        extra = {} if mask is None else {"attention_mask": mask}
+        ref.generate(ids, speaker=speaker, return_audio=True, thinker_max_new_tokens=8, thinker_eos_token_id=IM_END,
+                     thinker_do_sample=False, **extra, **kwargs)
+    finally:
+        del ref.thinker.generate, ref.talker.generate, ref.code2wav.chunked_decode
+    return seen
+
+
+def _talker_inputs(ref, model, ids, seen, mask=None, speaker="ethan"):
+    result = seen["thinker"]
+    layer = model.config.talker_config.accept_hidden_layer
+    embeds = torch.cat([h[0] for h in result.hidden_states], 1)
+    hidden = torch.cat([h[layer] for h in result.hidden_states], 1)
+    return build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, result.sequences,
+                               embeds, hidden, mask, speaker, thinker_eos_token_ids=(IM_END,))
+
+
+# -- modules ------------------------------------------------------------------------------------------------------
+
+
+def test_talker_logits_match_reference(pair):
+    ref, model = pair
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 24, generator=g)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :3] = 0
+    pos = torch.arange(9).expand(3, 2, 9).clone()  # distinct t/h/w rows exercise the interleaved M-RoPE
+    pos[1, :, 4:] += 2
+    pos[2, :, 5:] += 5
+    with torch.no_grad():
+        want = ref.talker(inputs_embeds=x, position_ids=pos, attention_mask=mask, use_cache=False).logits
+        got = model.talker(x, pos, mask).logits
+        # the same through the KV cache: 6 tokens, then 3 one at a time
+        cache = model.talker.decoder.new_cache(2, 4)  # too small on purpose: the cache grows
+        steps = [model.talker(x[:, :6], pos[:, :, :6], mask[:, :6], cache).logits]
+        for t in range(6, 9):
+            steps.append(model.talker(x[:, t : t + 1], pos[:, :, t : t + 1], mask[:, : t + 1], cache).logits)
+    real = mask.bool()
+    assert (want - got)[real].abs().max().item() <= 1e-4
+    assert (want - torch.cat(steps, 1))[real].abs().max().item() <= 1e-4
+
+
+def test_code_predictor_matches_reference(pair):
+    ref, model = pair
+    cp_ref, cp = ref.talker.code_predictor, model.talker.code_predictor
+    G = model.config.talker_config.num_code_groups
+    x = torch.randn(2, G, 24, generator=torch.Generator().manual_seed(2))
+    diffs = []
+    with torch.no_grad():
+        cache = cp.new_cache(2)
+        for k in range(1, G):  # prefill [hidden, code 0], then one code embedding per step
+            h = cp(x[:, :2] if k == 1 else x[:, k : k + 1], cache)[:, -1]
+            want = cp_ref(inputs_embeds=x[:, : k + 1], use_cache=False).logits[:, -1]  # reference: lm_head[k - 1]
+            diffs.append((want - cp.logits(k, h)).abs().max().item())
+        codes = torch.randint(0, 32, (2, G), generator=torch.Generator().manual_seed(3))
+        want = ref.talker.get_input_embeddings()(codes[:, 0]) + sum(
+            cp_ref.get_input_embeddings()[k - 1](codes[:, k]) for k in range(1, G)
+        )
+        diffs.append((want - model.talker.frame_embedding(codes)).abs().max().item())
+    assert max(diffs) <= 1e-4
+
+
+# -- the Talker's input and the frame loop -----------------------------------------------------------------------
+
+
+def test_talker_inputs_match_reference(pair):
+    ref, model = pair
+    ids = torch.tensor([_prompt()])
+    seen = _reference_speech(ref, ids, talker_do_sample=False, talker_max_new_tokens=3)
+    got = _talker_inputs(ref, model, ids, seen)
+    want = seen["talker_inputs"]
+    assert got.embeds.shape == want["inputs_embeds"].shape
+    assert (got.embeds - want["inputs_embeds"]).abs().max().item() <= 1e-4
+    assert torch.equal(got.attention_mask, want["attention_mask"])
+    assert (got.trailing - want["trailing_text_hidden"]).abs().max().item() <= 1e-4
+    assert (got.pad_embed - want["tts_pad_embed"]).abs().max().item() <= 1e-4
+
+
+def test_speech_codes_match_reference_greedy(pair):
+    ref, model = pair
+    ids = torch.tensor([_prompt()])
+    # the reference's talker_max_new_tokens = M gives at most M - 1 frames (the last code 0 is never expanded)
+    seen = _reference_speech(ref, ids, talker_do_sample=False, talker_max_new_tokens=12)
+    got = generate_codes(model.talker, _talker_inputs(ref, model, ids, seen), do_sample=False, max_frames=11)
+    assert got.codes.shape == (1, 4, 11)
+    assert torch.equal(got.codes, seen["codes"])
+    assert got.lengths.tolist() == [11]
+
+
+def test_speech_codes_match_reference_seeded_sampling_until_eos(pair):
+    ref, model = pair
+    ids = torch.tensor([_prompt()])
+    torch.manual_seed(7)  # the reference samples from the global generator
+    seen = _reference_speech(ref, ids, speaker="chelsie", talker_do_sample=True, talker_max_new_tokens=12)
+    inputs = _talker_inputs(ref, model, ids, seen, speaker="chelsie")
+    got = generate_codes(model.talker, inputs, do_sample=True, seed=7, max_frames=11)
+    assert torch.equal(got.codes, seen["codes"])
+    assert got.lengths.tolist() == [7]  # this seed draws codec eos at frame 7, before the frame limit
+    other = generate_codes(model.talker, inputs, do_sample=True, seed=8, max_frames=11)
+    assert not torch.equal(other.codes[..., :5], got.codes[..., :5])
+
+
+def test_speech_codes_match_reference_batch_left_padding(pair):
+    ref, model = pair
+    long, short = _prompt(9), _prompt(3, seed=5)[7:]  # the short one has no system turn
+    ids = torch.zeros(2, len(long), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    ids[0], mask[0] = torch.tensor(long), 1
+    ids[1, -len(short):], mask[1, -len(short):] = torch.tensor(short), 1
+    seen = _reference_speech(ref, ids, mask, talker_do_sample=False, talker_max_new_tokens=10)
+    got = generate_codes(model.talker, _talker_inputs(ref, model, ids, seen, mask), do_sample=False, max_frames=9)
+    assert torch.equal(got.codes, seen["codes"])
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+
+
+def test_unknown_speaker_lists_the_voices(pair):
+    _, model = pair
+    cfg = model.config.talker_config
+    assert speaker_id(cfg, "Chelsie") == 1051
+    with pytest.raises(InputError, match="chelsie.*ethan"):
+        speaker_id(cfg, "nobody")
+
+
+def test_prompt_without_assistant_turn_and_bad_options(pair):
+    ref, model = pair
+    ids = torch.tensor([_prompt()[:-3]])  # no generation prompt
+    seq = torch.cat([ids, torch.tensor([[40, 41, IM_END]])], 1)
+    states = torch.randn(1, seq.shape[1], 32)
+    with pytest.raises(InputError, match="assistant"):
+        build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states, states)
+    ids = torch.tensor([_prompt()])
+    seq = torch.cat([ids, torch.tensor([[40, 41, IM_END]])], 1)
+    states = torch.randn(1, seq.shape[1], 32)
+    inputs = build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states,
+                                 states)
+    with pytest.raises(InputError, match="unknown speech option"):
+        generate_codes(model.talker, inputs, max_new_tokens=3)
+    with pytest.raises(InputError, match="max_frames"):
+        generate_codes(model.talker, inputs, max_frames=0)
