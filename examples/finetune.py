@@ -34,6 +34,7 @@ from omni.training.data import Collator, read_conversations
 from omni.training.distributed import full_state_dict, init_distributed, shard_model
 
 warnings.filterwarnings("ignore", message="Detected an existing checkpoint")  # OUT/last is overwritten on purpose
+warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # a single process is fine for DCP
 
 
 def parse_args(argv=None):
@@ -81,6 +82,20 @@ def batches(conversations, batch_size: int, seed: int, epoch: int):
         yield [conversations[j] for j in order[i : i + batch_size]]
 
 
+def materialize_optimizer_state(model, opt) -> None:
+    """Create the optimizer state of every trainable parameter now, as if no step had been taken.
+
+    Every checkpoint then holds the same keys, also for parameters no batch has reached yet (an image encoder on
+    a text-only stretch of data), which torch.distributed.checkpoint needs to load it back. The helper takes a
+    zero-gradient step with lr 0; resetting the step counters makes the state identical to a fresh one."""
+    get_state_dict(model, opt)
+    for state in opt.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"].zero_()
+        elif "step" in state:
+            state["step"] = 0
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     rank, world, device = init_distributed() if args.fsdp else (0, 1, torch.device("cpu"))
@@ -102,6 +117,7 @@ def main(argv=None) -> dict:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)  # after sharding (DTensors)
+    materialize_optimizer_state(model, opt)
 
     data = read_conversations(args.data)
     shard = data[rank::world]  # each process trains on its own slice

@@ -17,22 +17,30 @@ from reference import build_reference
 
 LOSS_RTOL = 1e-5
 GRAD_ATOL = 1e-4
-ENCODERS_LANDED = all(
-    importlib.util.find_spec(m) is not None for m in ("omni.tokenizers.audio", "omni.tokenizers.vision")
-)
+
+
+def towers_missing(directory) -> list[str]:
+    """Checkpoint prefixes of the encoders this build of omni does not have yet (they land one by one)."""
+    from omni.thinker import Thinker
+
+    with torch.device("meta"):
+        thinker = Thinker(omni.OmniConfig.from_pretrained(directory).thinker_config)
+    return [prefix for prefix, attr in (("thinker.visual.", "vision"), ("thinker.audio_tower.", "audio"))
+            if not hasattr(thinker, attr)]
 
 
 def load_thinker(directory):
-    """omni.load of the reference checkpoint; until the encoders exist, a copy without their tensors."""
-    if ENCODERS_LANDED:
+    """omni.load of the reference checkpoint; while an encoder is still missing, a copy without its tensors."""
+    missing = towers_missing(directory)
+    if not missing:
         return omni.load(directory, components=("thinker",), quiet=True)
     from safetensors.torch import load_file, save_file
 
-    text_dir = os.path.join(directory, "text_only")
+    text_dir = os.path.join(directory, "without_" + "_".join(p.split(".")[1] for p in missing))
     if not os.path.isdir(text_dir):
         os.makedirs(text_dir)
         tensors = load_file(os.path.join(directory, "model.safetensors"))
-        keep = {k: v for k, v in tensors.items() if not k.startswith(("thinker.visual.", "thinker.audio_tower."))}
+        keep = {k: v for k, v in tensors.items() if not k.startswith(tuple(missing))}
         save_file(keep, os.path.join(text_dir, "model.safetensors"))
         os.link(os.path.join(directory, "config.json"), os.path.join(text_dir, "config.json"))
     return omni.load(text_dir, components=("thinker",), quiet=True)
@@ -96,7 +104,9 @@ def max_grad_error(ref, model):
         if not p.requires_grad:
             continue
         want = reference_grad(ref, name, p)
-        assert p.grad is not None and want is not None, name
+        assert (p.grad is None) == (want is None), name  # the same parameters took part
+        if want is None:
+            continue
         err = (p.grad - want).abs().max().item()
         checked += 1
         if err > worst:
@@ -130,7 +140,8 @@ def test_gradients_match_reference(pair, checkpointing):
         model.eval()
     assert abs(got.loss.item() - want.loss.item()) <= LOSS_RTOL * abs(want.loss.item())
     worst, where, checked = max_grad_error(ref, model)
-    assert checked == sum(1 for _ in model.parameters())
+    text_params = [n for n, _ in model.named_parameters() if not n.startswith(("thinker.vision", "thinker.audio"))]
+    assert checked == len(text_params)
     assert worst <= GRAD_ATOL, f"{where}: {worst}"
 
 
@@ -167,9 +178,9 @@ def test_gradient_checkpointing_saves_activation_memory(pair):
 def test_freeze_by_component(pair):
     ref, model = pair
     try:
-        n = model.freeze("embeddings", "decoder")
-        trainable, total = trainable_parameters(model)
-        assert trainable == model.thinker.lm_head.weight.numel() and n == total - trainable
+        total = model.freeze("thinker")
+        assert model.unfreeze("lm_head") == model.thinker.lm_head.weight.numel()
+        assert trainable_parameters(model) == (model.thinker.lm_head.weight.numel(), total)
         run_both(ref, model, batch(4))
         assert all(p.grad is None for n_, p in model.named_parameters() if n_ != "thinker.lm_head.weight")
         worst, where, checked = max_grad_error(ref, model)
