@@ -145,6 +145,46 @@ def test_gradients_match_reference(pair, checkpointing):
     assert worst <= GRAD_ATOL, f"{where}: {worst}"
 
 
+def image_batch(seed=0):
+    """Two rows, each with one image (grids 1x4x4 and 1x4x6 patches -> 4 and 6 tokens), right padding."""
+    g = torch.Generator().manual_seed(seed)
+    grids = torch.tensor([[1, 4, 4], [1, 4, 6]])
+    pixels = torch.randn(int(grids.prod(-1).sum()), 3 * 2 * 4 * 4, generator=g)  # (patches, C*T*P*P)
+    rows = []
+    for n_tokens in (4, 6):
+        text = torch.randint(0, 200, (6,), generator=g).tolist()
+        rows.append(text[:3] + [204] + [201] * n_tokens + text[3:])  # vision_start, image placeholders
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(2, width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :3] = -100
+    return dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values=pixels, image_grid_thw=grids)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradients_match_reference_with_images(pair, checkpointing):
+    ref, model = pair
+    if not hasattr(model.thinker, "vision"):
+        pytest.skip("the vision tower has not landed in this checkout")
+    model.train()
+    set_gradient_checkpointing(model, checkpointing)
+    try:
+        want, got = run_both(ref, model, image_batch(6))
+    finally:
+        set_gradient_checkpointing(model, False)
+        model.eval()
+    assert model.thinker.vision.gradient_checkpointing is False
+    assert abs(got.loss.item() - want.loss.item()) <= LOSS_RTOL * abs(want.loss.item())
+    worst, where, checked = max_grad_error(ref, model)
+    assert model.thinker.vision.patch_embed.proj.weight.grad is not None
+    assert checked == sum(1 for n, _ in model.named_parameters() if not n.startswith("thinker.audio"))
+    assert worst <= GRAD_ATOL, f"{where}: {worst}"
+
+
 def saved_activation_bytes(model, inputs):
     total = 0
 
