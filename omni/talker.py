@@ -92,6 +92,11 @@ class Talker(nn.Module):
                 "talker text_config.shared_expert_intermediate_size must be > 0 (the Talker's MoE layers all have "
                 "a shared expert); add it to config.json (768 in Qwen3-Omni-30B-A3B)"
             )
+        if not all(t.is_moe_layer(i) for i in range(t.num_hidden_layers)):
+            raise ConfigError(
+                "every Talker layer is a MoE layer (num_experts > 0, decoder_sparse_step 1, no mlp_only_layers); "
+                "fix talker_config.text_config"
+            )
         cp = cfg.code_predictor_config
         if cp.num_code_groups is not None and cp.num_code_groups != cfg.num_code_groups:
             raise ConfigError(

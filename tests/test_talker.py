@@ -77,13 +77,13 @@ def _reference_speech(ref, ids, mask=None, speaker="ethan", **kwargs):
     return seen
 
 
-def _talker_inputs(ref, model, ids, seen, mask=None, speaker="ethan"):
+def _talker_inputs(ref, model, ids, seen, mask=None, speaker="ethan", **media):
     result = seen["thinker"]
     layer = model.config.talker_config.accept_hidden_layer
     embeds = torch.cat([h[0] for h in result.hidden_states], 1)
     hidden = torch.cat([h[layer] for h in result.hidden_states], 1)
     return build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, result.sequences,
-                               embeds, hidden, mask, speaker, thinker_eos_token_ids=(IM_END,))
+                               embeds, hidden, mask, speaker, thinker_eos_token_ids=(IM_END,), **media)
 
 
 # -- modules ------------------------------------------------------------------------------------------------------
@@ -210,3 +210,25 @@ def test_prompt_without_assistant_turn_and_bad_options(pair):
         generate_codes(model.talker, inputs, max_new_tokens=3)
     with pytest.raises(InputError, match="max_frames"):
         generate_codes(model.talker, inputs, max_frames=0)
+
+
+def test_speech_codes_match_reference_with_audio_and_image_in_the_prompt(pair):
+    ref, model = pair
+    ref.config.talker_config.audio_config = ref.config.thinker_config.audio_config  # reference needs it (see notes)
+    g = torch.Generator().manual_seed(4)
+    # user turn: <audio_start> 13 x <audio> <audio_end> <vision_start> 4 x <image> <vision_end> text <im_end>
+    user = [IM_START, USER, NL, 203, *[200] * 13, 206, 204, *[201] * 4, 205, 40, 41, IM_END, NL]
+    ids = torch.tensor([[IM_START, SYSTEM, NL, 30, IM_END, NL, *user, IM_START, ASSISTANT, NL]])
+    grid, frames = torch.tensor([[1, 4, 4]]), torch.ones(1, 100, dtype=torch.long)  # 16 patches -> 4 tokens
+    media = dict(pixel_values=torch.randn(16, 96, generator=g), image_grid_thw=grid,
+                 input_features=torch.randn(1, 16, 100, generator=g), feature_attention_mask=frames)
+    seen = _reference_speech(ref, ids, talker_do_sample=False, talker_max_new_tokens=8, **media)
+    inputs = _talker_inputs(ref, model, ids, seen, image_grid_thw=grid, audio_feature_lengths=frames.sum(-1))
+    want = seen["talker_inputs"]
+    assert (inputs.embeds - want["inputs_embeds"]).abs().max().item() <= 1e-4  # hidden_projection at media
+    want_pos, _ = ref.talker.get_rope_index(want["talker_input_ids"], grid, None, want["attention_mask"], False,
+                                            frames.sum(-1), None)
+    assert torch.equal(inputs.position_ids, want_pos.float())
+    assert not torch.equal(inputs.position_ids[0], inputs.position_ids[1])  # the image grid spreads h and w
+    got = generate_codes(model.talker, inputs, do_sample=False, max_frames=7)
+    assert torch.equal(got.codes, seen["codes"])
