@@ -12,7 +12,7 @@
                     (text entries are text_projection of Thinker embeddings; tts_* are Thinker tokens.)
        trailing     the rest of the reply, one vector per frame, then tts_eos, then tts_pad for ever.
 
-2. The frame loop (`generate_codes`), with KV caches for the Talker and the code predictor:
+2. The frame loop (`generate_codes`, or `iter_frames` to stream), with KV caches for the Talker and the code predictor:
 
        talker(sequence) -> codec_head -> code 0 (sampled; ids of the top 1024 except codec eos are suppressed)
        code predictor: [talker hidden, embed(code 0)] -> code 1 -> ... -> code G-1
@@ -201,27 +201,40 @@ def _sampling(options: dict) -> SpeechSampling:
 @torch.no_grad()
 def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
     """Run the frame loop (options: see `SpeechSampling`). Returns codes (B, G, frames) and per-row lengths."""
+    B, G = inputs.embeds.shape[0], talker.cfg.num_code_groups
+    device = inputs.embeds.device
+    frames, lengths = [], torch.zeros(B, dtype=torch.long, device=device)
+    for frame, active in iter_frames(talker, inputs, **options):
+        frames.append(frame.masked_fill(~active[:, None], 0))  # past a row's eos its codes are meaningless
+        lengths += active.long()
+    if not frames:
+        return SpeechCodes(torch.zeros(B, G, 0, dtype=torch.long, device=device), lengths)
+    return SpeechCodes(torch.stack(frames, dim=2), lengths)  # (B, G, F)
+
+
+@torch.no_grad()
+def iter_frames(talker, inputs: TalkerInputs, **options):
+    """The frame loop, one frame at a time (for streaming): yields (codes (B, G), active (B,) bool), where
+    `active` is False for rows that already said codec eos (their codes are filler). Options: `SpeechSampling`."""
     s = _sampling(options)
     tk = talker.cfg
-    G, V = tk.num_code_groups, tk.text_config.vocab_size
-    eos = tk.codec_eos_token_id
+    V, eos = tk.text_config.vocab_size, tk.codec_eos_token_id
     first = SamplingConfig(max_new_tokens=s.max_frames, do_sample=s.do_sample, temperature=s.temperature,
                            top_k=s.top_k, top_p=s.top_p)
     rest = SamplingConfig(do_sample=s.do_sample if s.code_do_sample is None else s.code_do_sample,
                           temperature=s.code_temperature, top_k=s.code_top_k, top_p=s.code_top_p)
     first.validate()
+    rest.validate()
     if not s.repetition_penalty > 0:
         raise InputError(f"repetition_penalty must be > 0, got {s.repetition_penalty}")
-    rest.validate()
-    suppressed = torch.tensor([i for i in range(max(V - _N_SUPPRESSED, 0), V) if i != eos], dtype=torch.long)
 
     embeds, mask = inputs.embeds, inputs.attention_mask
     B, T, _ = embeds.shape
     device = embeds.device
+    suppressed = torch.tensor([i for i in range(max(V - _N_SUPPRESSED, 0), V) if i != eos], device=device)
     generator = torch.Generator(device=device).manual_seed(s.seed) if s.seed is not None else None
     cache = talker.decoder.new_cache(B, T + s.max_frames)
-    cp = talker.code_predictor
-    cp_cache = cp.new_cache(B)
+    cp_cache = talker.code_predictor.new_cache(B)
     out = talker(embeds, inputs.position_ids, mask, cache)
     logits, hidden = out.logits[:, -1], out.hidden[:, -1:]  # (B, V), (B, 1, D)
     seen = torch.empty(B, 0, dtype=torch.long, device=device)  # code 0s so far, for the repetition penalty
@@ -229,33 +242,25 @@ def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
     # (it skips "prompt padding" in a history that holds no prompt); kept so that batched codes match it.
     exempt = (mask != 0).int().argmax(-1)  # (B,)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    lengths = torch.zeros(B, dtype=torch.long, device=device)
-    frames = []
     for f in range(s.max_frames):
         logits = _penalise(logits.float(), seen, exempt, s.repetition_penalty)
-        logits = logits.index_fill(1, suppressed.to(device), float("-inf"))
+        logits = logits.index_fill(1, suppressed, float("-inf"))
         code0 = next_token(logits, seen, first, f, generator)
         code0 = torch.where(finished, torch.full_like(code0, eos), code0)  # finished rows keep saying eos
         seen = torch.cat([seen, code0[:, None]], 1)
         finished = finished | (code0 == eos)
         if bool(finished.all()):
-            break
+            return
         frame = _predict_rest(talker, hidden, code0, rest, cp_cache, generator)  # (B, G)
-        frames.append(frame)
-        lengths += (~finished).long()
+        yield frame, ~finished
         if f == s.max_frames - 1:
-            break
+            return
         text = inputs.trailing[:, f] if f < inputs.trailing.shape[1] else inputs.pad_embed[:, 0]
         x = (talker.frame_embedding(frame) + text)[:, None]  # (B, 1, D)
         position_ids = next_position_ids(inputs.rope_deltas, mask.sum(-1, keepdim=True))
         mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
         out = talker(x, position_ids, mask, cache)
         logits, hidden = out.logits[:, -1], out.hidden[:, -1:]
-    if not frames:
-        return SpeechCodes(torch.zeros(B, G, 0, dtype=torch.long, device=device), lengths)
-    codes = torch.stack(frames, dim=2)  # (B, G, F)
-    past_end = torch.arange(codes.shape[2], device=device)[None] >= lengths[:, None]
-    return SpeechCodes(codes.masked_fill(past_end[:, None], 0), lengths)
 
 
 def _penalise(logits, seen, exempt, penalty: float) -> torch.Tensor:
