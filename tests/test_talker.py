@@ -264,3 +264,22 @@ def test_speak_with_the_omni_thinker_matches_reference(tmp_path):
     reply = seen["thinker"].sequences[:, ids.shape[1]:]
     got = speak(model, {"input_ids": ids}, reply, thinker_eos_token_ids=(IM_END,), do_sample=False, max_frames=11)
     assert torch.equal(got.codes, seen["codes"])
+
+
+def test_talker_full_size_matches_reference_parameters():
+    """The 30B-A3B Talker built on the meta device: every reference tensor, by official name and shape."""
+    from transformers import Qwen3OmniMoeConfig
+    from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as ref_mod
+
+    from omni.checkpoints.qwen3_omni import KEY_MAP
+
+    cfg = omni.OmniConfig.from_name("qwen3-omni-30b-a3b")
+    with torch.device("meta"):
+        ref = ref_mod.Qwen3OmniMoeTalkerForConditionalGeneration(Qwen3OmniMoeConfig(**cfg.to_dict()).talker_config)
+        model = omni.OmniModel(cfg, components=("talker",))
+    assert model.thinker is None and next(model.talker.parameters()).is_meta
+    assert sum(p.numel() for p in model.talker.parameters()) == sum(p.numel() for p in ref.parameters())
+    # on disk each expert is its own tensor: 20 layers x 128 experts x 3 + the rest = 7,951 + 86 (fact sheet)
+    official = [n for name, p in model.named_parameters() for n in KEY_MAP.to_official(name, n_stacked=p.shape[0])]
+    assert len(official) == 7951 + 86 and all(n.startswith("talker.") for n in official)
+    assert model.talker.code_predictor.lm_heads[14].weight.shape == (2048, 1024)
