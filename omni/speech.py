@@ -92,6 +92,13 @@ def build_talker_inputs(
     B, P = input_ids.shape
     if sequences.dim() != 2 or sequences.shape[0] != B or sequences.shape[1] <= P:
         raise InputError(f"sequences must be (B, > {P}) = prompt + reply, got {tuple(sequences.shape)}")
+    width = tk.thinker_hidden_size
+    if thinker_embeds.shape[-1] != width or thinker_hidden.shape[-1] != width:
+        raise InputError(
+            f"thinker states must be (B, L, {width}) (talker_config.thinker_hidden_size), got "
+            f"{tuple(thinker_embeds.shape)} and {tuple(thinker_hidden.shape)}; pass the Thinker's input embeddings "
+            f"and layer {tk.accept_hidden_layer} outputs"
+        )
     L = min(thinker_embeds.shape[1], thinker_hidden.shape[1], sequences.shape[1])
     if L < P:
         raise InputError(f"thinker states cover {L} tokens, fewer than the {P}-token prompt")

@@ -202,6 +202,12 @@ def test_prompt_without_assistant_turn_and_bad_options(pair):
     states = torch.randn(1, seq.shape[1], 32)
     inputs = build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states,
                                  states)
+    with pytest.raises(InputError, match="thinker_hidden_size"):
+        build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states[..., :8],
+                            states)
+    with pytest.raises(InputError, match="unknown speaker"):
+        build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states, states,
+                            speaker="nobody")
     with pytest.raises(InputError, match="unknown speech option"):
         generate_codes(model.talker, inputs, max_new_tokens=3)
     with pytest.raises(InputError, match="max_frames"):
