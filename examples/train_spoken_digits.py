@@ -40,7 +40,6 @@ SAMPLE_RATE = 16000
 ACCENTS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp")
 TRAIN = {"variants": ("", "m1", "m3", "m5", "m7", "f1", "f3", "f5"), "speeds": (120, 150, 180, 210)}
 HELD_OUT = {"variants": ("m2", "m4", "f2", "f4"), "speeds": (135, 195)}
-PROMPT = "Transcribe the digits."
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -57,20 +56,25 @@ def synthesize(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     return (np.fft.irfft(spectrum, n) * (n / len(x))).astype(np.float32)
 
 
-def make_split(n: int, split: dict, seed: int) -> list[tuple[np.ndarray, str]]:
+def make_split(n: int, split: dict, seed: int, lengths=(3, 6)) -> list[tuple[np.ndarray, str]]:
+    """n random (waveform, digits) clips drawn from the split's voices and speeds (reproducible from `seed`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     rng = random.Random(seed)
-    items = []
+    jobs = []
     for _ in range(n):
-        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(3, 6)))
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
         variant = rng.choice(split["variants"])
         voice = rng.choice(ACCENTS) + (f"+{variant}" if variant else "")
-        wave = synthesize(" ".join(digits), voice, rng.choice(split["speeds"]), rng.randint(25, 75))
-        items.append((wave, digits))
-    return items
+        jobs.append((digits, voice, rng.choice(split["speeds"]), rng.randint(25, 75)))
+    with ThreadPoolExecutor(4) as pool:  # espeak-ng runs as a subprocess: threads overlap them
+        waves = list(pool.map(lambda j: synthesize(" ".join(j[0]), *j[1:]), jobs))
+    return [(wave, job[0]) for wave, job in zip(waves, jobs)]
 
 
 def conversation(wave, digits=None):
-    user = {"role": "user", "content": [{"type": "audio", "audio": wave}, {"type": "text", "text": PROMPT}]}
+    # the clip alone is the prompt: one task, and every text token saved is time saved on 2 cores
+    user = {"role": "user", "content": [{"type": "audio", "audio": wave}]}
     return [user] if digits is None else [user, {"role": "assistant", "content": digits}]
 
 
@@ -101,12 +105,16 @@ def evaluate(model, processor, items, batch_size: int = 64) -> dict:
     model.eval()
     errors = total = exact = 0
     samples = []
+    stop, vocab = processor.tokenizer.token_id("im_end"), len(processor.tokenizer)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         batch = processor([conversation(w) for w, _ in chunk])  # left-padded prompts
         new = model.generate(batch, max_new_tokens=8, quiet=True)
         for row, (_, ref) in zip(new.tolist(), chunk):
-            hyp = "".join(c for c in processor.tokenizer.decode(row, skip_special_tokens=True) if c.isdigit())
+            row = row[: row.index(stop)] if stop in row else row
+            # an untrained model may emit ids of the model's spare vocabulary rows, which are no text at all
+            text = processor.tokenizer.decode([t for t in row if t < vocab], skip_special_tokens=True)
+            hyp = "".join(c for c in text if c.isdigit())
             errors += min(edit_distance(ref, hyp), len(ref))
             total += len(ref)
             exact += hyp == ref
@@ -123,8 +131,9 @@ def train(args) -> dict:
     started = time.time()
     workdir = args.workdir or tempfile.mkdtemp(prefix="spoken_digits_")
     model, processor = build(workdir, args.seed)
-    train_items = make_split(args.train_size, TRAIN, seed=args.seed + 1)
-    eval_items = make_split(args.eval_size, HELD_OUT, seed=args.seed + 2)
+    lengths = (args.min_digits, args.max_digits)
+    train_items = make_split(args.train_size, TRAIN, seed=args.seed + 1, lengths=lengths)
+    eval_items = make_split(args.eval_size, HELD_OUT, seed=args.seed + 2, lengths=lengths)
     print(f"synthesised {len(train_items)} training / {len(eval_items)} held-out clips "
           f"in {time.time() - started:.0f} s", flush=True)
 
@@ -205,6 +214,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="train this many steps instead of a time budget")
     p.add_argument("--train-size", type=int, default=3000)
     p.add_argument("--eval-size", type=int, default=200)
+    p.add_argument("--min-digits", type=int, default=3)
+    p.add_argument("--max-digits", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
