@@ -114,8 +114,9 @@ def build_talker_inputs(
     is_user = (role == cfg.user_token_id) & mask.bool()
     n_user = is_user.sum(-1)  # (B,)
     U = int(n_user.max())
-    media = (sequences == tk.audio_token_id) | (sequences == tk.image_token_id) | (sequences == tk.video_token_id)
-    media = media[:, :P].to(device)
+    th = cfg.thinker_config  # placeholders as the Thinker wrote them
+    media = (input_ids == th.audio_token_id) | (input_ids == th.image_token_id) | (input_ids == th.video_token_id)
+    media = media.to(device)  # (B, P): positions read through hidden_projection
     D = tk.text_config.hidden_size
     full = thinker_embeds.new_empty(B, P, D)
     if media.any():
