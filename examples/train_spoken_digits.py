@@ -212,7 +212,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=14.0, help="wall-clock budget, synthesis included")
     p.add_argument("--steps", type=int, default=None, help="train this many steps instead of a time budget")
-    p.add_argument("--train-size", type=int, default=3000)
+    p.add_argument("--train-size", type=int, default=6000)
     p.add_argument("--eval-size", type=int, default=200)
     p.add_argument("--min-digits", type=int, default=3)
     p.add_argument("--max-digits", type=int, default=6)
