@@ -1,10 +1,12 @@
-"""Training parity with the reference: losses (causal LM + router aux loss), gradients of every parameter, with and
-without gradient checkpointing, freezing by component; LoRA adapters (save, reload, merge into the official layout).
+"""Training parity with the reference: losses (causal LM + router aux loss), gradients of every parameter (text and
+image batches), with and without gradient checkpointing, freezing by component; LoRA adapters (save, reload, merge
+into the official layout); examples/finetune.py on text + image conversations, checkpoint and exact resume.
 """
 
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -322,11 +324,18 @@ def test_finetune_checkpoint_resume_is_exact(tmp_path):
 
     from safetensors.torch import load_file
 
+    from PIL import Image
+
     finetune = _example("finetune")
     data = tmp_path / "data.jsonl"
+    for k in range(2):  # media paths are relative to the data file
+        Image.fromarray((np.random.default_rng(k).random((64, 64, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / f"img{k}.png")
     with open(data, "w") as f:
         for a in range(16):
-            f.write(json.dumps({"messages": [{"role": "user", "content": f"{a} plus {a}?"},
+            user = f"{a} plus {a}?" if a % 2 else [{"type": "image", "image": f"img{a % 4 // 2}.png"},
+                                                    {"type": "text", "text": f"{a} dots?"}]
+            f.write(json.dumps({"messages": [{"role": "user", "content": user},
                                              {"role": "assistant", "content": str(2 * a)}]}) + "\n")
     common = ["--data", str(data), "--batch-size", "2", "--lr", "3e-3", "--warmup", "1", "--save-every", "2",
               "--no-progress"]
@@ -340,4 +349,20 @@ def test_finetune_checkpoint_resume_is_exact(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(tmp_path / "a" / "base" / "model.safetensors")
     assert not torch.equal(a["thinker.lm_head.weight"], base["thinker.lm_head.weight"])
+    qkv = "thinker.visual.blocks.0.attn.qkv.weight"
+    assert not torch.equal(a[qkv], base[qkv])  # the image conversations trained the vision tower
     omni.load(tmp_path / "a" / "final", components=("thinker",), quiet=True)  # official layout
+
+
+def test_conversation_file_errors(tmp_path):
+    from omni.training.data import read_conversations
+
+    bad = tmp_path / "bad.jsonl"
+    for text, match in (('{"messages": [}', "bad.jsonl:1: not valid JSON"),
+                        ('[{"role": "user", "content": "hi"}]', "no assistant message"),
+                        ('{"messages": [{"role": "user", "content": [{"type": "image", "image": "gone.png"}]}, '
+                         '{"role": "assistant", "content": "x"}]}', "gone.png' does not exist"),
+                        ("\n", "holds no conversations")):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=match):
+            read_conversations(bad)
