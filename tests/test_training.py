@@ -295,6 +295,18 @@ def test_lora_targets_train_and_merge_into_official_layout(tmp_path):
         assert (reloaded.thinker(input_ids=ids).logits - adapted).abs().max() <= 1e-4
 
 
+def test_lora_on_the_vision_tower_too():
+    model = tiny_thinker()
+    depth = model.config.thinker_config.vision_config.depth
+    modules, params = lora_targets(model, targets=("attention", "mlp"), scope="thinker.vision")
+    assert len(modules) == 4 * depth and not params  # qkv, proj, fc1, fc2 per block
+    both, _ = lora_targets(model, targets=("attention",), scope=("thinker.decoder", "thinker.vision"))
+    assert len(both) == 4 * model.config.thinker_config.text_config.num_hidden_layers + 2 * depth
+    add_lora(model, targets=("attention", "mlp"), scope=("thinker.decoder", "thinker.vision"))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("thinker.vision.blocks.0.attn.qkv.lora_A") for n in trainable)
+
+
 def test_lora_rejects_bad_requests():
     model = tiny_thinker()
     with pytest.raises(InputError, match="unknown LoRA target"):

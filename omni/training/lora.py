@@ -17,8 +17,9 @@ without a shared expert simply has fewer targets):
 - "router": the MoE router (a plain nn.Linear) - off by default: low-rank updates of routing change which
   experts run and usually hurt more than they help.
 
-`scope` selects the part of the model (default the Thinker's decoder); encoders can be adapted by passing their
-module prefix (e.g. "thinker.vision") - their projections are matched by the same rules wherever the names fit.
+`scope` selects the part of the model (default the Thinker's decoder); encoders are adapted by passing their
+module prefix: "thinker.vision" (fused qkv, proj, fc1, fc2 of each block) or "thinker.audio"; a tuple of
+prefixes adapts several parts with one adapter, e.g. scope=("thinker.decoder", "thinker.vision").
 peft wraps the OmniModel in place: the object you pass keeps working (`model.thinker(...)`, `model.generate(...)`),
 and the returned PeftModel is what saves and merges the adapters.
 """
@@ -31,9 +32,9 @@ from torch import nn
 
 from ..errors import InputError
 
-TARGETS = {
-    "attention": r"attn\.(q_proj|k_proj|v_proj|o_proj)",
-    "mlp": r"ffn\.(shared_expert\.)?(gate_proj|up_proj|down_proj)",
+TARGETS = {  # decoder names first, then the encoders' (vision: fused qkv + proj, fc1/fc2 MLPs)
+    "attention": r"attn\.(q_proj|k_proj|v_proj|o_proj|qkv|proj)",
+    "mlp": r"(ffn\.(shared_expert\.)?(gate_proj|up_proj|down_proj)|mlp\.(fc1|fc2))",
     "router": r"ffn\.router",
 }
 EXPERT_PARAMETERS = r"ffn\.experts\.(gate_proj|up_proj|down_proj)"
@@ -53,7 +54,8 @@ def lora_targets(model: nn.Module, targets=DEFAULT_TARGETS, scope: str = "thinke
     unknown = [t for t in targets if t not in TARGETS and t != "experts"]
     if unknown:
         raise InputError(f"unknown LoRA target(s) {unknown}; choose from {sorted([*TARGETS, 'experts'])}")
-    prefix = re.escape(scope) + r"\..*"
+    scopes = (scope,) if isinstance(scope, str) else tuple(scope)
+    prefix = "(" + "|".join(re.escape(x) for x in scopes) + r")\..*"
     module_rx = [re.compile(prefix + TARGETS[t] + "$") for t in targets if t in TARGETS]
     modules = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(r.match(n) for r in module_rx)]
     params = []
