@@ -147,43 +147,51 @@ def test_gradients_match_reference(pair, checkpointing):
     assert worst <= GRAD_ATOL, f"{where}: {worst}"
 
 
-def image_batch(seed=0):
-    """Two rows, each with one image (grids 1x4x4 and 1x4x6 patches -> 4 and 6 tokens), right padding."""
+def media_batch(kind: str, seed=0):
+    """Two right-padded rows, each with one image (grids 1x4x4 and 1x4x6 -> 4 and 6 tokens) or one clip of
+    16-bin log-mel frames (100 and 160 frames -> 13 and 20 tokens)."""
+    from omni.positions import audio_token_count
+
     g = torch.Generator().manual_seed(seed)
-    grids = torch.tensor([[1, 4, 4], [1, 4, 6]])
-    pixels = torch.randn(int(grids.prod(-1).sum()), 3 * 2 * 4 * 4, generator=g)  # (patches, C*T*P*P)
+    if kind == "image":
+        grids = torch.tensor([[1, 4, 4], [1, 4, 6]])
+        media = dict(pixel_values=torch.randn(int(grids.prod(-1).sum()), 3 * 2 * 4 * 4, generator=g),
+                     image_grid_thw=grids)  # (patches, C*T*P*P)
+        counts, start, token = [4, 6], 204, 201  # vision_start, image placeholder
+    else:
+        frames = torch.tensor([100, 160])
+        media = dict(input_features=torch.randn(2, 16, 160, generator=g),  # (B, mel bins, frames)
+                     feature_attention_mask=(torch.arange(160)[None] < frames[:, None]).long())
+        counts, start, token = audio_token_count(frames).tolist(), 203, 200  # audio_start, audio placeholder
     rows = []
-    for n_tokens in (4, 6):
+    for n in counts:
         text = torch.randint(0, 200, (6,), generator=g).tolist()
-        rows.append(text[:3] + [204] + [201] * n_tokens + text[3:])  # vision_start, image placeholders
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(2, width, dtype=torch.long)
+        rows.append(text[:3] + [start] + [token] * n + text[3:])
+    ids = torch.zeros(2, max(len(r) for r in rows), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for b, r in enumerate(rows):
-        ids[b, : len(r)] = torch.tensor(r)
-        mask[b, : len(r)] = 1
+        ids[b, : len(r)], mask[b, : len(r)] = torch.tensor(r), 1
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :3] = -100
-    return dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values=pixels, image_grid_thw=grids)
+    return dict(input_ids=ids, attention_mask=mask, labels=labels, **media)
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_gradients_match_reference_with_images(pair, checkpointing):
+@pytest.mark.parametrize("kind, tower, other", [("image", "vision", "audio"), ("audio", "audio", "vision")])
+def test_gradients_match_reference_with_media(pair, kind, tower, other, checkpointing):
     ref, model = pair
-    if not hasattr(model.thinker, "vision"):
-        pytest.skip("the vision tower has not landed in this checkout")
+    if not hasattr(model.thinker, tower):
+        pytest.skip(f"the {tower} tower has not landed in this checkout")
     model.train()
     set_gradient_checkpointing(model, checkpointing)
     try:
-        want, got = run_both(ref, model, image_batch(6))
+        want, got = run_both(ref, model, media_batch(kind, 6))
     finally:
         set_gradient_checkpointing(model, False)
         model.eval()
-    assert model.thinker.vision.gradient_checkpointing is False
     assert abs(got.loss.item() - want.loss.item()) <= LOSS_RTOL * abs(want.loss.item())
     worst, where, checked = max_grad_error(ref, model)
-    assert model.thinker.vision.patch_embed.proj.weight.grad is not None
-    assert checked == sum(1 for n, _ in model.named_parameters() if not n.startswith("thinker.audio"))
+    assert checked == sum(1 for n, _ in model.named_parameters() if not n.startswith(f"thinker.{other}"))
     assert worst <= GRAD_ATOL, f"{where}: {worst}"
 
 
