@@ -9,13 +9,15 @@
 What gets an adapter (all names are matched against the modules that exist, so a config without dense layers or
 without a shared expert simply has fewer targets):
 
-- "attention": q_proj, k_proj, v_proj, o_proj of every decoder layer (nn.Linear -> peft `lora.Linear`).
-- "mlp": gate_proj, up_proj, down_proj of dense SwiGLU layers and of the Talker's shared expert.
+- "attention": q_proj, k_proj, v_proj, o_proj of every decoder layer (nn.Linear -> peft `lora.Linear`); the
+  fused qkv and proj of vision blocks.
+- "mlp": gate_proj, up_proj, down_proj of dense SwiGLU layers and of the Talker's shared expert; fc1, fc2 of
+  encoder blocks.
 - "experts": the stacked routed-expert parameters (E, out, in) through peft's `target_parameters`
   (`lora.ParamWrapper`): one rank-r pair per expert, merged into the 3-D weight before the forward. peft does
   not support dropout on these, so `dropout` must be 0 when experts are targeted.
-- "router": the MoE router (a plain nn.Linear) - off by default: low-rank updates of routing change which
-  experts run and usually hurt more than they help.
+- "router": the MoE router (a plain nn.Linear) - off by default, because adapting it changes which experts
+  (and so which expert adapters) each token reaches; add it deliberately.
 
 `scope` selects the part of the model (default the Thinker's decoder); encoders are adapted by passing their
 module prefix: "thinker.vision" (fused qkv, proj, fc1, fc2 of each block) or "thinker.audio"; a tuple of
