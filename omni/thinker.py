@@ -19,6 +19,7 @@ from .errors import InputError
 from .nn import Decoder
 from .nn.moe import load_balancing_loss
 from .positions import rope_index_from_config
+from .tokenizers.audio import AudioTokenizer
 from .tokenizers.vision import VisionTokenizer
 
 
@@ -48,6 +49,7 @@ class Thinker(nn.Module):
         self.decoder = Decoder(t)
         self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
         self.vision = VisionTokenizer(cfg.vision_config)
+        self.audio = AudioTokenizer(cfg.audio_config)
 
     # -- inputs -> embeddings ---------------------------------------------------------------------------------
 

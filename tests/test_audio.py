@@ -1,0 +1,123 @@
+"""Parity of omni's AudioTokenizer (the AuT audio tower) with the reference, loaded through omni.load.
+
+Tiny config from tests/reference.py: 16 mel bins, n_window 50 (chunks of 100 frames -> 13 tokens),
+n_window_infer 200 (attention windows of 2 chunks = 26 tokens).
+"""
+
+import random
+
+import pytest
+import torch
+
+import omni
+from omni.config import AudioConfig
+from omni.errors import ConfigError, InputError
+from omni.tokenizers.audio import AudioTokenizer, audio_token_count
+
+from reference import build_reference
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("audio")
+    ref = build_reference(directory)
+    model = omni.load(directory, components=("thinker",), quiet=True)
+    return ref.thinker, model.thinker.audio.eval()
+
+
+def batch(lengths, n_mels=16, seed=0):
+    """Right-padded random mel frames (B, n_mels, T) and their frame mask (B, T)."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    feats = torch.randn(len(lengths), n_mels, T, generator=g)
+    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
+    return feats, mask
+
+
+def max_diff(pair, lengths, seed=0):
+    ref, model = pair
+    feats, mask = batch(lengths, model.cfg.num_mel_bins, seed)
+    with torch.no_grad():
+        want = ref.get_audio_features(feats, feature_attention_mask=mask).last_hidden_state
+        got = model(feats, mask)
+    n = sum(int(audio_token_count(t)) for t in lengths)
+    assert got.shape == want.shape == (n, model.cfg.output_dim)
+    return (got - want).abs().max().item()
+
+
+@pytest.mark.parametrize("lengths", [
+    [37],  # shorter than one chunk
+    [100],  # exactly one chunk
+    [257],  # several chunks, partial last one
+    [450],  # longer than one attention window (200 frames)
+    [73, 430],  # two clips of different lengths: the short one is padded to a full chunk
+    [37, 61],  # only partial chunks: padded to the longest one, shorter attention window
+    [200, 1, 399, 100],
+])
+def test_parity_with_reference(pair, lengths):
+    assert max_diff(pair, lengths) <= 1e-4
+
+
+def test_mask_selects_frames_not_positions(pair):
+    """Frames past a clip's mask are ignored, whatever they hold."""
+    _, model = pair
+    feats, mask = batch([120, 300])
+    with torch.no_grad():
+        a = model(feats, mask)
+        feats[0, :, 120:] = 1e3
+        b = model(feats, mask)
+    assert torch.equal(a, b)
+
+
+def test_token_count_matches_reference_formula():
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import _get_feat_extract_output_lengths
+
+    rng = random.Random(0)
+    lengths = [rng.randrange(0, 5000) for _ in range(200)] + [0, 1, 99, 100, 101, 200, 30000]
+    for n in lengths:
+        assert audio_token_count(n) == int(_get_feat_extract_output_lengths(torch.tensor(n)))
+    t = torch.tensor(lengths)
+    assert torch.equal(audio_token_count(t), _get_feat_extract_output_lengths(t))
+
+
+def test_meta_build_and_gradient_checkpointing(pair):
+    _, model = pair
+    with torch.device("meta"):
+        meta = AudioTokenizer(model.cfg)
+    assert meta.positions.is_meta
+    meta.to_empty(device="cpu")
+    meta.init_buffers()
+    assert torch.equal(meta.positions, model.positions)
+
+    feats, mask = batch([150, 260])
+    model.train()
+    try:
+        model.gradient_checkpointing = True
+        out = model(feats.requires_grad_(), mask)
+        out.square().mean().backward()
+        assert feats.grad is not None and model.conv1.weight.grad is not None
+    finally:
+        model.gradient_checkpointing = False
+        model.zero_grad()
+        model.eval()
+
+
+def test_bad_inputs(pair):
+    _, model = pair
+    feats, mask = batch([50, 80])
+    with pytest.raises(InputError, match="mel bins"):
+        model(feats[:, :8], mask)
+    with pytest.raises(InputError, match="feature_attention_mask"):
+        model(feats, mask[:, :10])
+    mask[1] = 0
+    with pytest.raises(InputError, match="no valid mel frame"):
+        model(feats, mask)
+
+
+def test_bad_configs():
+    with pytest.raises(ConfigError, match="n_window"):
+        AudioTokenizer(AudioConfig(n_window=20, d_model=16, encoder_attention_heads=2, encoder_layers=1))
+    with pytest.raises(ConfigError, match="n_window_infer"):
+        AudioTokenizer(AudioConfig(n_window_infer=50, d_model=16, encoder_attention_heads=2, encoder_layers=1))
+    with pytest.raises(ConfigError, match="activation_function"):
+        AudioTokenizer(AudioConfig(activation_function="relu", d_model=16, encoder_attention_heads=2))
