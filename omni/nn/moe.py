@@ -4,8 +4,18 @@ Letters: T tokens, D model width, E experts, A active experts per token, F exper
 
 The experts are three stacked parameters, one per projection, in nn.Linear layout:
     gate_proj, up_proj (E, F, D)    down_proj (E, D, F)
-Tokens are sorted by expert so each expert sees one contiguous block of rows; the blocks are multiplied with
-`torch._grouped_mm` when the platform has it, otherwise by a loop over the experts that received tokens.
+
+Four ways to run the same computation, chosen per call (`Experts.forward(..., path=...)` forces one; the tests
+check they agree):
+    grouped     rows sorted by expert, one `torch._grouped_mm` per projection (no Python loop over experts);
+                used when the platform has a kernel for the dtype (CPU fp32, CUDA bf16 on sm90+)
+    segmented   rows sorted by expert, one matmul per expert that received rows (the portable fallback)
+    few         a handful of tokens (decode): a loop over the T*A (token, expert) pairs with no sorting,
+                no bincount and no scatter; each weight is read once straight from the stack, which is what a
+                bandwidth-bound decode step needs (gathering the weights first would copy them)
+    gather      the active experts' weights gathered into (N, F, D) stacks and applied with bmm: static shapes,
+                so it is the path used under torch.compile (a fullgraph decode step); it copies the weights,
+                so eager mode avoids it
 """
 
 from __future__ import annotations
@@ -14,14 +24,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .mlp import SwiGLU
 
 _HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
+PATHS = ("auto", "grouped", "segmented", "few", "gather")
+FEW_TOKENS = 4  # at most this many tokens take the `few` path in eager mode (measured: beyond it, grouped wins)
+GATHER_ROWS = 64  # under torch.compile, at most this many routed rows use `gather`; more would copy too much
 
 
-def _grouped_mm_ok(x: torch.Tensor) -> bool:
-    # CPU kernels need 16-byte aligned strides; fp32 with widths that are multiples of 4 qualifies.
-    return _HAS_GROUPED_MM and x.dtype == torch.float32 and not torch.compiler.is_compiling()
+def grouped_mm_supported(x: torch.Tensor, dim: int, hidden: int) -> bool:
+    """Whether `torch._grouped_mm` has a kernel for rows like `x` and both expert widths.
+
+    CPU: fp32 only (bf16 raises), strides 16-byte aligned, i.e. widths that are multiples of 4.
+    CUDA: bf16 on compute capability 9.0+, widths that are multiples of 8.
+    """
+    if not _HAS_GROUPED_MM:
+        return False
+    if x.device.type == "cpu":
+        return x.dtype == torch.float32 and dim % 4 == 0 and hidden % 4 == 0
+    if x.device.type == "cuda":
+        return (
+            x.dtype == torch.bfloat16
+            and torch.cuda.get_device_capability(x.device) >= (9, 0)
+            and dim % 8 == 0
+            and hidden % 8 == 0
+        )
+    return False
 
 
 class Experts(nn.Module):
@@ -34,13 +63,64 @@ class Experts(nn.Module):
         for p in (self.gate_proj, self.up_proj, self.down_proj):
             nn.init.normal_(p, std=0.02)  # a usable random init; checkpoints overwrite it
 
-    def forward(self, x_TD: torch.Tensor, idx_TA: torch.Tensor, w_TA: torch.Tensor) -> torch.Tensor:
+    def choose_path(self, x_TD: torch.Tensor, A: int) -> str:
+        T = x_TD.shape[0]
+        if torch.compiler.is_compiling():
+            return "gather" if T * A <= GATHER_ROWS else "segmented"
+        if T <= FEW_TOKENS and not torch.is_grad_enabled():
+            return "few"
+        _, F_, D = self.gate_proj.shape
+        return "grouped" if grouped_mm_supported(x_TD, D, F_) else "segmented"
+
+    def forward(
+        self, x_TD: torch.Tensor, idx_TA: torch.Tensor, w_TA: torch.Tensor, path: str = "auto"
+    ) -> torch.Tensor:
+        """x (T, D), chosen experts (T, A), their weights (T, A) -> weighted sum of expert outputs (T, D)."""
+        if path not in PATHS:
+            raise InputError(f"unknown MoE path {path!r}; use one of {PATHS}")
+        if path == "auto":
+            path = self.choose_path(x_TD, idx_TA.shape[1])
+        if path == "few":
+            return self._few(x_TD, idx_TA, w_TA)
+        if path == "gather":
+            return self._gather(x_TD, idx_TA, w_TA)
+        return self._sorted(x_TD, idx_TA, w_TA, grouped=path == "grouped")
+
+    def _expert(self, e: int, rows: torch.Tensor) -> torch.Tensor:
+        """One expert's SwiGLU on rows (n, D) -> (n, D)."""
+        return F.linear(F.silu(F.linear(rows, self.gate_proj[e])) * F.linear(rows, self.up_proj[e]), self.down_proj[e])
+
+    def _few(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
+        T, A = idx_TA.shape
+        experts, weights = idx_TA.tolist(), w_TA.tolist()  # one host sync each for the whole layer
+        out = []
+        for t in range(T):
+            row = x_TD[t : t + 1]  # (1, D)
+            acc = None
+            for a in range(A):
+                y = self._expert(experts[t][a], row) * weights[t][a]
+                acc = y if acc is None else acc + y
+            out.append(acc)
+        return torch.cat(out) if T > 1 else out[0]  # (T, D)
+
+    def _gather(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
+        T, A = idx_TA.shape
+        idx_N = idx_TA.flatten()
+        x_N1D = x_TD.repeat_interleave(A, dim=0)[:, None, :]  # (N, 1, D): row n = token n // A
+        gate_NDF = self.gate_proj[idx_N].transpose(1, 2)  # (N, D, F) views of gathered copies
+        up_NDF = self.up_proj[idx_N].transpose(1, 2)
+        down_NFD = self.down_proj[idx_N].transpose(1, 2)  # (N, F, D)
+        h_N1F = F.silu(torch.bmm(x_N1D, gate_NDF)) * torch.bmm(x_N1D, up_NDF)
+        y_NAD = torch.bmm(h_N1F, down_NFD).view(T, A, -1)  # (T, A, D)
+        return (y_NAD * w_TA[..., None].to(y_NAD.dtype)).sum(1)
+
+    def _sorted(self, x_TD, idx_TA, w_TA, grouped: bool) -> torch.Tensor:
         T, A = idx_TA.shape
         order_N = idx_TA.flatten().argsort(stable=True)  # routed rows grouped by expert
         token_N = order_N // A
         counts_E = torch.bincount(idx_TA.flatten(), minlength=self.n_experts)
         x_ND = x_TD[token_N]
-        if _grouped_mm_ok(x_ND) and x_ND.shape[1] % 4 == 0 and self.gate_proj.shape[1] % 4 == 0:
+        if grouped:
             offs = counts_E.cumsum(0).to(torch.int32)
             h_NF = F.silu(torch._grouped_mm(x_ND, self.gate_proj.transpose(1, 2), offs=offs))
             h_NF = h_NF * torch._grouped_mm(x_ND, self.up_proj.transpose(1, 2), offs=offs)
@@ -49,10 +129,8 @@ class Experts(nn.Module):
             y_ND = torch.empty_like(x_ND)
             start = 0
             for e, n in enumerate(counts_E.tolist()):
-                if n:
-                    rows = x_ND[start : start + n]
-                    h = F.silu(rows @ self.gate_proj[e].T) * (rows @ self.up_proj[e].T)
-                    y_ND[start : start + n] = h @ self.down_proj[e].T
+                if n:  # only the experts that received rows are touched
+                    y_ND[start : start + n] = self._expert(e, x_ND[start : start + n])
                     start += n
         y_ND = y_ND * w_TA.flatten()[order_N, None].to(y_ND.dtype)
         return torch.zeros_like(x_TD).index_add_(0, token_N, y_ND)
