@@ -259,10 +259,7 @@ def test_speech_codes_match_reference_batch_sampled_rows_end_apart(pair):
 def test_speak_with_the_omni_thinker_matches_reference(tmp_path):
     # Thinker states recomputed by omni's own Thinker (through omni.load) instead of taken from the reference
     from omni.speech import speak
-    from omni.thinker import Thinker
 
-    if not hasattr(Thinker(omni.OmniConfig.from_name("tiny").thinker), "audio"):
-        pytest.skip("the audio tower has not landed yet: omni.load reports its tensors as unexpected")
     ref = _build(tmp_path)
     model = omni.load(tmp_path, components=("thinker", "talker"), quiet=True)
     ids = torch.tensor([_prompt()])
@@ -289,3 +286,22 @@ def test_talker_full_size_matches_reference_parameters():
     official = [n for name, p in model.named_parameters() for n in KEY_MAP.to_official(name, n_stacked=p.shape[0])]
     assert len(official) == 7951 + 86 and all(n.startswith("talker.") for n in official)
     assert model.talker.code_predictor.lm_heads[14].weight.shape == (2048, 1024)
+
+
+def test_speak_with_the_omni_thinker_audio_and_image_prompt(tmp_path):
+    from omni.speech import speak
+
+    ref = _build(tmp_path)
+    ref.config.talker_config.audio_config = ref.config.thinker_config.audio_config  # reference needs it (see notes)
+    model = omni.load(tmp_path, components=("thinker", "talker"), quiet=True)
+    g = torch.Generator().manual_seed(6)
+    user = [IM_START, USER, NL, 203, *[200] * 13, 206, 204, *[201] * 4, 205, 40, 41, IM_END, NL]
+    ids = torch.tensor([[*user, IM_START, ASSISTANT, NL]])
+    batch = dict(input_ids=ids, pixel_values=torch.randn(16, 96, generator=g), image_grid_thw=torch.tensor([[1, 4, 4]]),
+                 input_features=torch.randn(1, 16, 100, generator=g),
+                 feature_attention_mask=torch.ones(1, 100, dtype=torch.long))
+    media = {k: v for k, v in batch.items() if k != "input_ids"}
+    seen = _reference_speech(ref, ids, talker_do_sample=False, talker_max_new_tokens=8, **media)
+    reply = seen["thinker"].sequences[:, ids.shape[1]:]
+    got = speak(model, batch, reply, thinker_eos_token_ids=(IM_END,), do_sample=False, max_frames=7)
+    assert torch.equal(got.codes, seen["codes"])
