@@ -59,15 +59,6 @@ def interleave_video_audio(grid_thw, n_audio: int, seconds_per_grid: float, per_
     return out
 
 
-def _as_pair(result, keys: tuple[str, str], what: str):
-    """The media helpers return (tensor, tensor) or a dict; take the two named parts either way."""
-    if isinstance(result, dict):
-        return result[keys[0]], result[keys[1]]
-    if isinstance(result, (tuple, list)) and len(result) >= 2:
-        return result[0], result[1]
-    raise InputError(f"{what} returned {type(result).__name__}; expected {keys}")
-
-
 def _flat(items, what: str) -> list:
     """Media lists may be flat or nested per sample (as the official processor accepts); flatten in order."""
     if items is None:
@@ -322,20 +313,22 @@ class Processor:
         if not waves:
             return []
         feats = _media_module("audio_features")
-        waves = [self._waveform(w, feats) for w in waves]
-        features, mask = _as_pair(feats.log_mel_features(waves, **self.audio_options),
-                                  ("input_features", "feature_attention_mask"), "log_mel_features")
-        batch["input_features"], batch["feature_attention_mask"] = features, mask
-        return [int(n) for n in audio_token_count(mask.sum(-1).long(), self.n_window)]
+        out = feats.log_mel_features([self._waveform(w, feats) for w in waves], **self.audio_options)
+        batch["input_features"], batch["feature_attention_mask"] = out["input_features"], out["feature_attention_mask"]
+        return [int(n) for n in audio_token_count(out["feature_attention_mask"].sum(-1).long(), self.n_window)]
 
     def _waveform(self, wave, feats):
-        if isinstance(wave, (str, os.PathLike)):
-            return feats.load_audio(wave, sampling_rate=self.sampling_rate)
+        """Files and (array, rate) pairs are decoded / resampled to 16 kHz; bare arrays are at `sampling_rate`."""
+        if isinstance(wave, (str, os.PathLike, tuple)):
+            return feats.load_audio(wave, sr=feats.SAMPLE_RATE)
+        if self.sampling_rate != feats.SAMPLE_RATE:
+            return feats.load_audio(wave, sr=feats.SAMPLE_RATE, orig_sr=self.sampling_rate)
         return wave
 
     def _audio_of_video(self, video):
         if isinstance(video, (str, os.PathLike)):
-            return _media_module("audio_features").load_audio(video, sampling_rate=self.sampling_rate)
+            feats = _media_module("audio_features")
+            return feats.load_audio(video, sr=feats.SAMPLE_RATE)
         raise InputError("use_audio_in_video needs each video's sound track: pass the video as a file path, or give "
                          "the waveform with the item ({'type': 'video', 'video': frames, 'audio': waveform}) or as "
                          "video_audio=[...]")

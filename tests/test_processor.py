@@ -281,3 +281,38 @@ def test_image_options_from_preprocessor_config(qwen_tokenizer_dir, tmp_path):
     convs = _conversations()
     images, _, _, _ = _media(convs)
     _compare(ours(convs), ref(text=_render(ref, convs), images=images, padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_images_and_audio_batch_match_reference(processor, qwen_tokenizer_dir, side):
+    convs = _conversations(audio=True)
+    ref = _reference(qwen_tokenizer_dir)
+    images, _, audio, _ = _media(convs)
+    theirs = ref(text=_render(ref, convs), images=images, audio=audio, padding=True, padding_side=side,
+                 return_tensors="pt")
+    _compare(processor(convs, padding_side=side), theirs)
+
+
+def test_audio_messages_path_matches_reference_apply_chat_template(processor, qwen_tokenizer_dir):
+    convs = _conversations(audio=True)
+    ref = _reference(qwen_tokenizer_dir)
+    theirs = ref.apply_chat_template(convs, tokenize=True, return_dict=True, add_generation_prompt=True,
+                                     padding=True, return_tensors="pt")
+    _compare(processor(convs), theirs)
+
+
+@pytest.mark.parametrize("use_audio_in_video", [False, True])
+def test_video_with_and_without_its_audio(processor, qwen_tokenizer_dir, use_audio_in_video):
+    convs = _conversations(audio=True, video=True, video_audio=True)
+    images, videos, audio, sources = _media(convs)
+    ref = _reference(qwen_tokenizer_dir, _given_videos(processor, videos))
+    kwargs = dict(padding=True, return_tensors="pt")
+    if use_audio_in_video:
+        kwargs.update(load_audio_from_video=True, audio_from_video_indices=sources)
+    else:
+        audio = [a for a, s in zip(audio, sources) if s is None]
+    theirs = ref(text=_render(ref, convs), images=images, videos=videos, audio=audio, **kwargs)
+    ours = processor(convs, use_audio_in_video=use_audio_in_video)
+    _compare(ours, theirs)
+    n_audio = (ours["input_ids"] == processor.tokenizer.token_id("audio_pad")).sum()
+    assert ours["input_features"].shape[0] == (3 if use_audio_in_video else 2) and n_audio > 0
