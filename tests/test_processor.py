@@ -316,3 +316,41 @@ def test_video_with_and_without_its_audio(processor, qwen_tokenizer_dir, use_aud
     _compare(ours, theirs)
     n_audio = (ours["input_ids"] == processor.tokenizer.token_id("audio_pad")).sum()
     assert ours["input_features"].shape[0] == (3 if use_audio_in_video else 2) and n_audio > 0
+
+
+def test_text_path_with_video_audio_equals_messages_path(processor):
+    convs = _conversations(audio=True, video=True, video_audio=True)
+    images, videos, audio, sources = _media(convs)
+    from omni.tokenizers.chat import render_chat
+
+    texts = [render_chat(c, processor.chat_template) for c in convs]
+    standalone = [a for a, s in zip(audio, sources) if s is None]
+    tracks = [a for a, s in zip(audio, sources) if s is not None]
+    by_text = processor(text=texts, images=images, videos=videos, audio=standalone, video_audio=tracks,
+                        use_audio_in_video=True)
+    by_messages = processor(convs, use_audio_in_video=True)
+    assert by_text.keys() == by_messages.keys()
+    for k in by_text:
+        assert torch.equal(by_text[k], by_messages[k]), k
+
+
+def test_audio_from_file_and_rate_pairs(processor, tmp_path):
+    import soundfile
+
+    wave = _wave(9, 1.5)
+    soundfile.write(tmp_path / "clip.wav", wave, 16000, subtype="FLOAT")
+    conv = lambda a: [{"role": "user", "content": [{"type": "audio", "audio": a}]}]  # noqa: E731
+    from_array = processor(conv(wave))
+    for given in (str(tmp_path / "clip.wav"), (wave, 16000)):
+        out = processor(conv(given))
+        assert all(torch.equal(out[k], from_array[k]) for k in from_array)
+
+
+def test_audio_in_video_needs_the_sound_track(processor):
+    convs = _conversations(video=True)  # in-memory frames without an "audio" entry
+    with pytest.raises(InputError, match="sound track"):
+        processor(convs, use_audio_in_video=True)
+    _, videos, _, _ = _media(convs)
+    with pytest.raises(InputError, match="video_audio has 0 entries"):
+        processor(text="<|vision_start|><|video_pad|><|vision_end|>", videos=videos[1], video_audio=[],
+                  use_audio_in_video=True)
