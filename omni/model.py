@@ -6,11 +6,12 @@ from torch import nn
 
 from .config import OmniConfig
 from .errors import ConfigError
+from .code2wav import Code2Wav
 from .talker import Talker
 from .thinker import Thinker
 
 ALL_COMPONENTS = ("thinker", "talker", "code2wav")
-IMPLEMENTED = ("thinker", "talker")  # grows as components land
+IMPLEMENTED = ("thinker", "talker", "code2wav")  # grows as components land
 
 
 def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
@@ -44,7 +45,9 @@ class OmniModel(nn.Module):
         if "talker" in self.components and config.talker_config is None:  # e.g. a thinker-only release
             self.components = tuple(c for c in self.components if c != "talker")
         self.talker = Talker(config.talker_config) if "talker" in self.components else None
-        self.code2wav = None
+        if "code2wav" in self.components and config.code2wav_config is None:
+            self.components = tuple(c for c in self.components if c != "code2wav")
+        self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
         self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files
 
     # -- generation ------------------------------------------------------------------------------------------------
