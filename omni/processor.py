@@ -143,8 +143,9 @@ class Processor:
           carry its sound track as ``{"type": "video", "video": frames, "audio": waveform}``, otherwise it is read
           from the video file when ``use_audio_in_video``).
         text: instead of messages, prompt strings that already hold one placeholder per item, with ``images``,
-          ``videos`` (flat or nested per prompt), ``audio`` (flat, prompt order) and ``video_audio`` (one waveform or
-          None per video, for ``use_audio_in_video``).
+          ``videos`` (flat or nested per prompt; each video a path or a frame array), ``audio`` (flat, prompt order)
+          and ``video_audio`` (one waveform or None per video, for ``use_audio_in_video``).
+        Audio is a file path, an ``(array, rate)`` pair, or an array at ``sampling_rate`` (16 kHz by default).
         """
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
