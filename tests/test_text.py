@@ -112,9 +112,11 @@ def test_missing_or_broken_files(tmp_path, qwen_tokenizer_dir):
         TextTokenizer.from_pretrained(tmp_path / "nope")
 
 
-def test_decode_rejects_ids_past_the_tokenizer(tok):
-    with pytest.raises(InputError, match="cannot decode"):
-        tok.decode([0, len(tok) + 5])
+def test_decode_ids_past_the_tokenizer_like_reference(tok, reference_tokenizer):
+    ids = tok.encode("Hello 😀") + [len(tok), len(tok) + 5000] + tok.encode(" there")
+    assert tok.decode(ids) == reference_tokenizer.decode(ids) == "Hello 😀 there"
+    with pytest.raises(InputError, match="negative"):
+        tok.decode([0, -1])
 
 
 def test_stream_decoder_waits_for_whole_characters(tok):
