@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from .code2wav import Code2Wav
 from .config import OmniConfig
 from .errors import ConfigError
-from .code2wav import Code2Wav
 from .talker import Talker
 from .thinker import Thinker
 

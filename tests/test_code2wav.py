@@ -61,7 +61,7 @@ def test_chunked_decode_matches_reference(pair, chunk, context):
     assert (got - want).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 10, 100])
+@pytest.mark.parametrize("chunk", [2, 7, 10, 100])
 def test_stream_equals_full_decode(pair, chunk):
     _, c2w = pair
     codes = _codes(c2w, 2, 23, seed=2)  # 23 frames: no chunk size above divides it, and > 2 attention windows
