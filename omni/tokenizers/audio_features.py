@@ -1,0 +1,296 @@
+"""Audio preprocessing for Qwen3-Omni: load any clip as 16 kHz mono float32, then 128-bin log-mel features.
+
+    load_audio(path | array | tensor) ──decode (soundfile, else PyAV), down-mix, resample──► (N,) float32 @ 16 kHz
+    log_mel_features([wave, ...]) ──pad to the longest, centered STFT, Slaney mel, log10──► input_features (B, 128, T)
+                                                                                            feature_attention_mask (B, T)
+
+Features are the ones the official processor makes with transformers' WhisperFeatureExtractor (n_fft 400 with a
+periodic Hann window, hop 160, reflect-padded centered STFT, power spectrum, 128 Slaney mel filters over
+0-8 kHz, log10 of max(mel, 1e-10), floor at each clip's maximum - 8, then (x + 4) / 4, last STFT frame dropped),
+computed here batched with `torch.stft`.
+
+Batching changes numbers, as it does officially: clips are right-padded with zeros to the longest one *before*
+the STFT, so the last frames of a shorter clip see zeros (not the reflection of its own end), and the padded
+frames take part in that clip's maximum. A clip of L samples owns ceil(L / 160) frames of the T = Lmax // 160.
+
+Length: the official Qwen3-Omni processor calls the extractor with `padding=True, truncation=False`, so there is
+no maximum: no 30 s (or 300 s) cut is applied here either. Long clips cost memory linearly; the encoder's
+attention is windowed, so they are fine for the model.
+
+Resampling: the official pipeline (qwen-omni-utils) loads with `librosa.load(..., sr=16000)`, i.e. libsoxr's
+high-quality mode. We do not pull in librosa/soxr: `resample` is a polyphase windowed-sinc resampler in torch
+(Kaiser window, beta 14.77, 64 zero crossings, cut-off at 0.9476 of the lower Nyquist rate: the classic
+"kaiser_best" design), one row of taps per output phase, applied as one strided conv1d (or, for ratios with
+thousands of phases, a blocked gather + dot product). Its passband error and stopband rejection are in the same class
+as soxr's HQ mode for speech, it needs nothing beyond torch, and it handles any pair of integer rates exactly
+(rational ratio, no drift).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import MediaError
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+N_MELS = 128
+
+__all__ = ["SAMPLE_RATE", "load_audio", "resample", "log_mel_features", "mel_filters"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_audio(src, sr: int = SAMPLE_RATE, *, orig_sr: int | None = None,
+               sampling_rate: int | None = None) -> np.ndarray:
+    """A clip as float32 mono at `sr` Hz (`sampling_rate` is another name for `sr`).
+
+    src: a file path (wav/flac/ogg... through soundfile; mp3/m4a/aac and the sound track of video files through
+    PyAV), a numpy array or torch tensor (give its rate as `orig_sr`, or pass `(array, rate)`). Arrays may be 1-D or
+    2-D (channels on the shorter axis); channels are averaged. Integer PCM is scaled to [-1, 1).
+    """
+    sr = sampling_rate if sampling_rate is not None else sr
+    _check_rate(sr, "target sample rate")
+    if isinstance(src, tuple) and len(src) == 2 and not isinstance(src[1], (np.ndarray, torch.Tensor)):
+        src, orig_sr = src
+    if isinstance(src, (str, os.PathLike)):
+        wave, orig_sr = _read_file(os.fspath(src))
+        where = os.fspath(src)
+    elif isinstance(src, (np.ndarray, torch.Tensor, list)):
+        if orig_sr is None:
+            raise MediaError("load_audio got an array without its sample rate: pass orig_sr=<Hz> "
+                             "(or a tuple (array, rate))")
+        wave, where = _as_mono(src), "the audio array"
+    else:
+        raise MediaError(f"cannot load audio from a {type(src).__name__}; pass a file path, a numpy array or a "
+                         "torch tensor")
+    _check_rate(orig_sr, f"sample rate of {where}")
+    _check_wave(wave, where)
+    if int(orig_sr) != int(sr):
+        wave = resample(wave, int(orig_sr), int(sr))
+    return wave
+
+
+def _check_rate(rate, what: str) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float)) or not rate > 0 \
+            or int(rate) != rate:
+        raise MediaError(f"{what} must be a positive whole number of Hz, got {rate!r}")
+
+
+def _check_wave(wave: np.ndarray, where: str) -> None:
+    if wave.size == 0:
+        raise MediaError(f"{where} holds no samples (empty audio)")
+    if not np.isfinite(wave).all():
+        raise MediaError(f"{where} contains NaN or infinite samples; clean or re-decode the audio")
+
+
+def _pcm_to_float(wave: np.ndarray) -> np.ndarray:
+    """Integer PCM scaled to [-1, 1) by its type's range; floats pass through."""
+    if wave.dtype.kind == "i":
+        return wave.astype(np.float64) / -float(np.iinfo(wave.dtype).min)
+    if wave.dtype.kind == "u":
+        half = (float(np.iinfo(wave.dtype).max) + 1) / 2
+        return (wave.astype(np.float64) - half) / half
+    if wave.dtype.kind != "f":
+        raise MediaError(f"audio samples must be numbers, got dtype {wave.dtype}")
+    return wave
+
+
+def _as_mono(wave) -> np.ndarray:
+    """1-D float32 from a 1-D or 2-D (channels on the shorter axis) array / tensor / list."""
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().float().cpu().numpy() if wave.is_floating_point() else wave.detach().cpu().numpy()
+    wave = _pcm_to_float(np.asarray(wave))
+    if wave.ndim == 2:
+        wave = wave.mean(axis=int(np.argmin(wave.shape)))  # down-mix: average the channels
+    elif wave.ndim != 1:
+        raise MediaError(f"audio must be 1-D (samples) or 2-D (channels x samples), got shape {wave.shape}")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _read_file(path: str) -> tuple[np.ndarray, int]:
+    if not os.path.isfile(path):
+        raise MediaError(f"audio file not found: {path!r}")
+    errors = []
+    try:
+        import soundfile
+
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (N, C)
+        return _as_mono(data.mean(axis=1)), int(rate)
+    except ImportError:
+        errors.append("soundfile is not installed")
+    except Exception as e:  # libsndfile refuses mp3-in-mp4, video containers...: try PyAV next
+        errors.append(f"soundfile: {e}")
+    try:
+        return _read_with_av(path)
+    except ImportError:
+        errors.append("PyAV (av) is not installed")
+    except MediaError:
+        raise
+    except Exception as e:
+        errors.append(f"PyAV: {e}")
+    raise MediaError(f"cannot read audio from {path!r} ({'; '.join(errors)}); is it an audio or video file? "
+                     "`pip install soundfile av` reads wav/flac/ogg/mp3/m4a and video sound tracks")
+
+
+def _read_with_av(path: str) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream of any container PyAV opens (mp3, m4a, aac, mp4/mkv/webm...)."""
+    import av
+
+    with av.open(path) as container:
+        streams = container.streams.audio
+        if not streams:
+            raise MediaError(f"{path!r} has no audio stream (a silent video?)")
+        stream = streams[0]
+        pieces, rate = [], stream.rate or stream.codec_context.sample_rate
+        for frame in container.decode(stream):
+            data = frame.to_ndarray()  # planar (C, n) or packed (1, n * C)
+            if not frame.format.is_planar:
+                data = data.reshape(-1, len(frame.layout.channels)).T
+            pieces.append(_pcm_to_float(data).mean(axis=0))  # (n,): channels averaged
+    if not pieces:
+        raise MediaError(f"{path!r}: the audio stream decoded to no samples")
+    return np.concatenate(pieces).astype(np.float32), int(rate)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resampling
+
+
+@lru_cache(maxsize=16)
+def _sinc_bank(orig: int, new: int, zeros: int = 64, rolloff: float = 0.9475937167399596,
+               beta: float = 14.769656459379492) -> tuple[torch.Tensor, int]:
+    """Filter bank (new, 2W+1) for the reduced ratio orig -> new, one row per output phase, and W.
+
+    Output sample k sits at input time k * orig / new; its phase k % new fixes where that time falls between two
+    input samples, so `new` rows of taps serve every output.
+    """
+    c = min(orig, new) * rolloff / orig  # cut-off in cycles per input sample, x2 (1 = input Nyquist)
+    W = math.ceil(zeros / c)  # input samples each side of an output sample
+    frac = (torch.arange(new, dtype=torch.float64) * orig % new) / new  # (new,) fractional input position
+    d = torch.arange(-W, W + 1, dtype=torch.float64)[None] - frac[:, None]  # (new, 2W+1) tap offsets, samples
+    t = (d * c).clamp(-zeros, zeros)  # in zero crossings of the sinc
+    window = torch.special.i0(beta * torch.sqrt(1 - (t / zeros) ** 2)) / torch.special.i0(torch.tensor(beta))
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
+    return (sinc * window * c).float(), W
+
+
+def resample(wave, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Band-limited resampling of a 1-D signal (numpy or torch) from orig_sr to new_sr; ceil(N * new / orig) out."""
+    _check_rate(orig_sr, "orig_sr")
+    _check_rate(new_sr, "new_sr")
+    x = wave.detach().float().cpu().flatten() if torch.is_tensor(wave) else torch.from_numpy(
+        np.ascontiguousarray(wave, dtype=np.float32).reshape(-1))
+    g = math.gcd(int(orig_sr), int(new_sr))
+    orig, new = int(orig_sr) // g, int(new_sr) // g
+    if orig == new:
+        return x.numpy().copy()
+    bank, W = _sinc_bank(orig, new)
+    n = x.shape[0]
+    n_out = math.ceil(new * n / orig)
+    xp = F.pad(x, (W, W + 1 + orig))  # zeros beyond both ends
+    offset = torch.arange(new) * orig // new  # (new,) where phase p's taps start inside a block of orig inputs
+    if new * (orig + 2 * W + 1) <= 1 << 22:
+        # usual rates (44.1k, 48k, 22.05k, 8k...): one strided conv1d. Block m of `orig` inputs makes outputs
+        # m*new .. m*new+new-1; phase p's taps sit at offset[p] inside a kernel of orig + 2W + 1 taps.
+        kernel = torch.zeros(new, orig + 2 * W + 1)
+        cols = offset[:, None] + torch.arange(2 * W + 1)
+        kernel.scatter_(1, cols, bank)
+        out = F.conv1d(xp.view(1, 1, -1), kernel[:, None], stride=orig)[0]  # (new, blocks)
+        return out.t().reshape(-1)[:n_out].contiguous().numpy()
+    # rare ratios with many phases (e.g. 16001 -> 16000): gather the taps of each output in blocks instead
+    taps = torch.arange(2 * W + 1)
+    out = torch.empty(n_out)
+    step = max(1, (1 << 22) // (2 * W + 1))  # outputs per block: bounds the gathered (block, taps) matrix
+    for s in range(0, n_out, step):
+        k = torch.arange(s, min(s + step, n_out))
+        base = k * orig // new  # input sample at or before output k (exact integer arithmetic)
+        out[s: s + len(k)] = (xp[base[:, None] + taps] * bank[k % new]).sum(-1)
+    return out.numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Log-mel features
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear (3 mel per 200 Hz) below 1 kHz, logarithmic (27 mel per ln 6.4) above."""
+    mel = 3.0 * f / 200.0
+    log = f >= 1000.0
+    mel[log] = 15.0 + np.log(f[log] / 1000.0) * (27.0 / np.log(6.4))
+    return mel
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    f = 200.0 * m / 3.0
+    log = m >= 15.0
+    f[log] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m[log] - 15.0))
+    return f
+
+
+@lru_cache(maxsize=4)
+def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) Slaney-normalised triangular filters on the Slaney mel scale, 0 to sr/2 Hz."""
+    fft_hz = np.linspace(0, sr // 2, n_fft // 2 + 1)
+    edges_mel = np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([8000.0]))[0], n_mels + 2)
+    edges = _mel_to_hz(edges_mel)  # filter k rises from edges[k], peaks at edges[k+1], falls to edges[k+2]
+    rise = (fft_hz[:, None] - edges[None, :-2]) / np.diff(edges)[None, :-1]
+    fall = (edges[None, 2:] - fft_hz[:, None]) / np.diff(edges)[None, 1:]
+    tri = np.maximum(0.0, np.minimum(rise, fall))  # (freqs, n_mels)
+    tri *= 2.0 / (edges[2:] - edges[:-2])[None]  # equal area per filter
+    return torch.from_numpy(tri.T.astype(np.float32))
+
+
+def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None) -> dict:
+    """Batch of 1-D waveforms -> {input_features (B, 128, T) float32, feature_attention_mask (B, T) int32}.
+
+    Waveforms at another rate than 16 kHz are resampled first. T = longest clip // 160 frames.
+    """
+    if isinstance(waveforms, (np.ndarray, torch.Tensor)) and np.ndim(waveforms) == 1:
+        waveforms = [waveforms]
+    if not isinstance(waveforms, (list, tuple)) or not waveforms:
+        raise MediaError("log_mel_features takes a non-empty list of 1-D waveforms")
+    _check_rate(sr, "sr")
+    waves = []
+    for i, w in enumerate(waveforms):
+        w = _as_mono(w) if not (isinstance(w, np.ndarray) and w.ndim == 1 and w.dtype == np.float32) else w
+        _check_wave(w, f"waveform {i}")
+        if int(sr) != SAMPLE_RATE:
+            w = resample(w, int(sr), SAMPLE_RATE)
+        if len(w) < HOP_LENGTH:
+            raise MediaError(f"waveform {i} has {len(w)} samples; at least {HOP_LENGTH} (10 ms at 16 kHz) are needed "
+                             "for one mel frame")
+        waves.append(torch.from_numpy(np.ascontiguousarray(w)))
+    lengths = torch.tensor([len(w) for w in waves])
+    longest = int(lengths.max())
+    if longest <= N_FFT // 2:
+        raise MediaError(f"the longest waveform has {longest} samples; the centered STFT needs more than "
+                         f"{N_FFT // 2} (12.5 ms at 16 kHz)")
+    batch = torch.zeros(len(waves), longest)  # right-padded with silence, as the official extractor does
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    batch = batch.to(device) if device is not None else batch
+
+    window = torch.hann_window(N_FFT, device=batch.device)  # periodic
+    spec = torch.stft(batch, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect",
+                      return_complex=True)  # (B, 201, longest // 160 + 1)
+    power = spec[..., :-1].abs() ** 2  # the last frame is dropped
+    mel = mel_filters().to(batch.device) @ power  # (B, 128, T)
+    log = torch.clamp(mel, min=1e-10).log10()
+    peak = log.amax(dim=(1, 2), keepdim=True)  # per clip, padded frames included
+    log = (torch.maximum(log, peak - 8.0) + 4.0) / 4.0
+
+    T = log.shape[-1]
+    owned = torch.clamp((lengths + HOP_LENGTH - 1) // HOP_LENGTH, max=T)  # frames whose start is inside the clip
+    mask = (torch.arange(T)[None] < owned[:, None]).to(torch.int32)
+    return {"input_features": log, "feature_attention_mask": mask.to(log.device)}
