@@ -219,6 +219,7 @@ def _prepare(model, inputs, use_audio_in_video=False):
     conversations = [inputs] if isinstance(inputs[0], dict) else list(inputs)
     batch = model.processor(conversations, use_audio_in_video=use_audio_in_video, padding_side="left")
     batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    batch["use_audio_in_video"] = use_audio_in_video  # the positions depend on the prompt layout it chose
     return batch, model.processor.tokenizer, True
 
 
