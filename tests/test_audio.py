@@ -18,11 +18,18 @@ from reference import build_reference
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def thinkers(tmp_path_factory):
+    """(reference thinker, omni Thinker) with the same weights, read through the production key map."""
     directory = tmp_path_factory.mktemp("audio")
     ref = build_reference(directory)
     model = omni.load(directory, components=("thinker",), quiet=True)
-    return ref.thinker, model.thinker.audio.eval()
+    return ref.thinker, model.thinker.eval()
+
+
+@pytest.fixture(scope="module")
+def pair(thinkers):
+    ref, thinker = thinkers
+    return ref, thinker.audio
 
 
 def batch(lengths, n_mels=16, seed=0):
@@ -121,3 +128,45 @@ def test_bad_configs():
         AudioTokenizer(AudioConfig(n_window_infer=50, d_model=16, encoder_attention_heads=2, encoder_layers=1))
     with pytest.raises(ConfigError, match="activation_function"):
         AudioTokenizer(AudioConfig(activation_function="relu", d_model=16, encoder_attention_heads=2))
+
+
+def test_thinker_logits_with_audio_match_reference(thinkers):
+    """The tower wired into the Thinker: audio tokens land in their placeholders (ids from tests/reference.py)."""
+    ref, thinker = thinkers
+    feats, mask = batch([100, 260], seed=3)
+    counts = audio_token_count(mask.sum(-1)).tolist()  # 13, 33
+    rows = [[5, 6, 203] + [200] * n + [7, 8] for n in counts]
+    ids = torch.zeros(2, max(map(len, rows)), dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)], attn[b, : len(r)] = torch.tensor(r), 1
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=attn, input_features=feats, feature_attention_mask=mask).logits
+        got = thinker(input_ids=ids, attention_mask=attn, input_features=feats, feature_attention_mask=mask).logits
+    keep = attn.bool()
+    assert (got[keep] - want[keep]).abs().max().item() <= 1e-4
+
+
+def test_end_to_end_from_waveforms(tmp_path):
+    """Waveforms -> omni log-mel -> omni tower equals WhisperFeatureExtractor -> reference tower (128 mel bins)."""
+    from transformers import WhisperFeatureExtractor
+
+    from omni.tokenizers.audio_features import log_mel_features
+
+    ref = build_reference(tmp_path, seed=1, audio={"num_mel_bins": 128}).thinker
+    tower = omni.load(tmp_path, components=("thinker",), quiet=True).thinker.audio.eval()
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(41_234) / 16000
+    waves = [(0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(len(t), generator=g)).numpy(),
+             (0.2 * torch.randn(9_999, generator=g)).numpy()]
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=300,
+                                 n_fft=400, return_attention_mask=True)
+    official = fe(waves, sampling_rate=16000, padding=True, truncation=False, return_attention_mask=True,
+                  return_tensors="pt")
+    ours = log_mel_features(waves)
+    with torch.no_grad():
+        want = ref.get_audio_features(official["input_features"],
+                                      feature_attention_mask=official["attention_mask"]).last_hidden_state
+        got = tower(ours["input_features"], ours["feature_attention_mask"])
+    assert got.shape == want.shape == (int(audio_token_count(257)) + int(audio_token_count(63)), 32)
+    assert (got - want).abs().max().item() <= 1e-4
