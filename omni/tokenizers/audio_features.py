@@ -94,7 +94,9 @@ def _check_wave(wave: np.ndarray, where: str) -> None:
 
 
 def _pcm_to_float(wave: np.ndarray) -> np.ndarray:
-    """Integer PCM scaled to [-1, 1) by its type's range; floats pass through."""
+    """8/16/32-bit integer PCM scaled to [-1, 1) by its type's range; other numbers pass through as values."""
+    if wave.dtype.kind in "iu" and wave.dtype.itemsize == 8:  # no 64-bit PCM exists: plain numbers (lists of ints)
+        return wave.astype(np.float64)
     if wave.dtype.kind == "i":
         return wave.astype(np.float64) / -float(np.iinfo(wave.dtype).min)
     if wave.dtype.kind == "u":
