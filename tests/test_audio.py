@@ -170,3 +170,28 @@ def test_end_to_end_from_waveforms(tmp_path):
         got = tower(ours["input_features"], ours["feature_attention_mask"])
     assert got.shape == want.shape == (int(audio_token_count(257)) + int(audio_token_count(63)), 32)
     assert (got - want).abs().max().item() <= 1e-4
+
+
+def test_no_mask_means_every_frame(pair):
+    _, model = pair
+    feats, mask = batch([140, 140])
+    with torch.no_grad():
+        assert torch.equal(model(feats), model(feats, mask))
+
+
+def test_bfloat16_matches_reference_in_bfloat16(pair):
+    """Same dtype on both sides: the tower casts its inputs and keeps its position table in the weights' dtype."""
+    import copy
+
+    ref, model = pair
+    ref16, model16 = copy.deepcopy(ref).to(torch.bfloat16), copy.deepcopy(model).to(torch.bfloat16)
+    feats, mask = batch([120, 333], seed=5)
+    with torch.no_grad():
+        want = ref16.get_audio_features(feats.bfloat16(), feature_attention_mask=mask).last_hidden_state
+        got = model16(feats.bfloat16(), mask)
+        full = model(feats, mask)
+    assert got.dtype == torch.bfloat16
+    # as close to the reference as the reference's own bf16 rounding is to fp32 (measured: equal outputs)
+    rounding = (want.float() - full).abs().max().item()
+    assert 0 < rounding < 1e-2
+    assert (got.float() - want.float()).abs().max().item() <= rounding

@@ -94,7 +94,11 @@ class AudioLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), mask)
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.mlp(self.mlp_norm(x))
+        if x.dtype == torch.float16:  # as the reference: keep fp16 activations finite
+            limit = torch.finfo(x.dtype).max - 1000
+            x = x.clamp(-limit, limit)
+        return x
 
 
 class AudioTokenizer(nn.Module):
@@ -139,6 +143,7 @@ class AudioTokenizer(nn.Module):
     # -- layout -------------------------------------------------------------------------------------------------
 
     def _check(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Validate the inputs; returns the valid frame count of each clip (B,)."""
         n_mels = self.cfg.num_mel_bins
         if not torch.is_tensor(feats) or feats.dim() != 3 or feats.shape[1] != n_mels:
             shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
@@ -187,7 +192,11 @@ class AudioTokenizer(nn.Module):
             out.append(self.conv_out(h.permute(0, 3, 1, 2).reshape(c, t, ch * f)))
         return torch.cat(out)
 
-    def forward(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if feature_attention_mask is None and torch.is_tensor(input_features) and input_features.dim() == 3:
+            # no mask: every frame of every clip is real
+            feature_attention_mask = input_features.new_ones(input_features.shape[0], input_features.shape[2],
+                                                             dtype=torch.long)
         lengths = self._check(input_features, feature_attention_mask)  # (B,) valid frames per clip
         dtype = self.conv1.weight.dtype
         frames = input_features.transpose(1, 2)[feature_attention_mask.bool()].to(dtype)  # (sum T_b, n_mels)
