@@ -30,8 +30,9 @@ def decode_bytes(model, dtype: torch.dtype, kv_len: int) -> int:
     return n * elt
 
 
-def run(ref, directory: str, size: dict, bandwidth: float, dtypes=("float32", "bfloat16"), reps: int = 5):
-    """Rows for the result table (seconds per prefill / per decoded token) and raw figures."""
+def run(ref, directory: str, size: dict, bandwidth: list, dtypes=("float32", "bfloat16"), reps: int = 5):
+    """Rows for the result table (seconds per prefill / per decoded token) and raw figures. `bandwidth` (bytes/s
+    measurements) gets one more per dtype; run_all turns `decode_bytes` into a fraction of the best one."""
     rows = []
     P, N = size["prefill"], size["new_tokens"]
     V = size["text"]["vocab_size"]
@@ -69,14 +70,13 @@ def run(ref, directory: str, size: dict, bandwidth: float, dtypes=("float32", "b
             t = alternate(fns, reps, stat=min)  # a difference of two timings: the least disturbed runs
             o = (t["omni N"] - t["omni 1"]) / (N - 1)
             r = (t["ref N"] - t["ref 1"]) / (N - 1) if "ref N" in t else None
-            floor = decode_bytes(model, dtype, P + N // 2) / bandwidth
+            bandwidth.append(read_bandwidth())  # the limit is the best the machine showed during the run
             rows.append(dict(case=f"decode (per token) {name}", omni=o, reference=r,
-                             ratio=r / o if r else None,
-                             note=f"{1 / o:.1f} tok/s omni, {100 * floor / o:.0f}% of bandwidth limit; {note}",
-                             bandwidth_fraction=floor / o))
+                             ratio=r / o if r else None, note=f"{1 / o:.1f} tok/s omni; {note}",
+                             decode_bytes=decode_bytes(model, dtype, P + N // 2)))
         del model
     ref.float()
     return rows
 
 
-from common import alternate  # noqa: E402  (kept at the end: `common` also sets up sys.path for callers)
+from common import alternate, read_bandwidth  # noqa: E402  (kept at the end: `common` also sets up sys.path for callers)
