@@ -65,3 +65,43 @@ def test_decode_steps_equal_full_forward_fp32():
 def test_decode_steps_equal_full_forward_bf16():
     # bf16: only the order of the expert sums differs between the sorted (prefill) and few-token (decode) paths
     assert _steps_vs_full(torch.bfloat16) <= 5e-2
+
+
+def _static_vs_eager(dtype, steps=6):
+    import torch._dynamo.testing
+
+    from omni.nn.kv_cache import advance, static_decode_step
+
+    dec, cfg = _decoder(dtype)
+    B, P, S = 2, 4, 4 + steps
+    x = torch.randn(B, S, cfg.hidden_size, generator=torch.Generator().manual_seed(3)).to(dtype)
+    real = torch.ones(B, S, dtype=torch.bool)
+    real[1, :2] = False  # left padding in row 1
+    counter = torch._dynamo.testing.CompileCounter()
+    step = torch.compile(static_decode_step, fullgraph=True, backend=counter)
+    with torch.no_grad():
+        eager_cache, static_cache = dec.new_cache(B, S, dtype=dtype), dec.new_cache(B, S, dtype=dtype)
+        want = [dec(x[:, :P], attention_mask=real[:, :P].long(), cache=eager_cache).last_hidden_state[:, -1:]]
+        dec(x[:, :P], attention_mask=real[:, :P].long(), cache=static_cache)  # prefill: the eager path
+        got = [want[0]]
+        for t in range(P, S):
+            want.append(dec(x[:, t : t + 1], attention_mask=real[:, : t + 1].long(), cache=eager_cache).last_hidden_state)
+            slots = torch.arange(S)
+            key_mask = (real & (slots <= t))[:, None, None, :]  # (B, 1, 1, S)
+            pos = torch.full((B, 1), t)
+            got.append(step(dec, x[:, t : t + 1], pos, torch.tensor([t]), key_mask, static_cache))
+            advance(static_cache, 1)
+    diff = (torch.cat(want, 1).float() - torch.cat(got, 1).float())[real[:, P - 1 :]].abs().max().item()
+    return diff, counter.frame_count
+
+
+def test_static_decode_step_compiles_once_and_equals_eager_fp32():
+    diff, graphs = _static_vs_eager(torch.float32)
+    assert graphs == 1  # one graph for every position: no recompiles, no graph breaks
+    assert diff <= 1e-5
+
+
+def test_static_decode_step_bf16():
+    diff, graphs = _static_vs_eager(torch.bfloat16)
+    assert graphs == 1
+    assert diff <= 5e-2  # bf16: the compiled path takes the gather MoE path (another summation order)

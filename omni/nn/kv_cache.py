@@ -1,4 +1,9 @@
-"""A preallocated key/value cache for one attention layer."""
+"""Preallocated key/value caches, and a static-shape decode step that `torch.compile(fullgraph=True)` accepts.
+
+Eager decoding (`Decoder.forward(..., cache=...)`) appends through `KVCache.update` and attends over the filled
+prefix. `static_decode_step` writes at tensor positions and attends over the whole buffer under a mask, so one
+compiled graph serves every position.
+"""
 
 from __future__ import annotations
 
@@ -51,3 +56,39 @@ class DecoderCache(nn.Module):
     def reset(self):
         for c in self.layers:
             c.reset()
+
+
+class _StaticSlot:
+    """`KVCache.update` for a compiled step: write at tensor positions, return the whole buffers.
+
+    The write position is a tensor, not the Python int `KVCache.length`, so a compiled step sees the same graph at
+    every position (an int would be baked into the graph and force a recompile per step).
+    """
+
+    def __init__(self, cache: KVCache, write_pos: torch.Tensor):
+        self.cache, self.write_pos = cache, write_pos
+
+    def update(self, k: torch.Tensor, v: torch.Tensor):
+        self.cache.k.index_copy_(2, self.write_pos, k.to(self.cache.k.dtype))  # (B, K, max_len, Dh)
+        self.cache.v.index_copy_(2, self.write_pos, v.to(self.cache.v.dtype))
+        return self.cache.k, self.cache.v
+
+
+def static_decode_step(decoder, h, position_ids, write_pos, key_mask, cache: DecoderCache) -> torch.Tensor:
+    """One decode step over a preallocated cache with static shapes (the body to `torch.compile(fullgraph=True)`).
+
+    h (B, T, D) new embeddings; position_ids (3, B, T) or (B, T) rotary positions; write_pos (T,) long: the cache
+    slots the new tokens go to; key_mask (B, 1, T, max_len) bool: which slots each new token may attend to (slots
+    filled so far, real tokens only, causal). Returns the normed hidden states (B, T, D). The caller advances
+    `cache` (see `advance`) outside the compiled region.
+    """
+    cos, sin = decoder.rope(position_ids, h.dtype)
+    for layer, kv in zip(decoder.layers, cache.layers):
+        h, _ = layer(h, cos, sin, key_mask, _StaticSlot(kv, write_pos))
+    return decoder.norm(h)
+
+
+def advance(cache: DecoderCache, n: int) -> None:
+    """Record `n` tokens written by `static_decode_step` (keeps `length` right for the eager paths)."""
+    for c in cache.layers:
+        c.length += n
