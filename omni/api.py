@@ -53,11 +53,25 @@ def load(
         if progress is not None:
             progress.close()
     model.eval()
+    model.processor = _processor(directory)
     return model
 
 
+def _processor(directory: str):
+    """The checkpoint's Processor when it ships tokenizer files (weights-only directories load without one)."""
+    has_tokenizer = any(os.path.isfile(os.path.join(directory, f)) for f in ("tokenizer.json", "vocab.json"))
+    if not has_tokenizer:
+        return None
+    from .processor import Processor
+
+    return Processor.from_pretrained(directory)
+
+
 def save(model: OmniModel, directory, max_shard_size="5GB") -> None:
-    """Write `model` in the official layout: config.json, safetensors shards (+ index json when sharded)."""
+    """Write `model` in the official layout: config.json, safetensors shards (+ index json when sharded), and the
+    tokenizer files and chat template when the model carries a processor."""
     directory = os.fspath(directory)
     save_state(model, directory, max_shard_size)
     model.config.save_pretrained(directory)
+    if getattr(model, "processor", None) is not None:
+        model.processor.save_pretrained(directory)

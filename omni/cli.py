@@ -122,9 +122,7 @@ def cmd_convert(args) -> int:
     from .api import load, save
 
     model = load(args.model, components=args.components, dtype=args.dtype, device="cpu", quiet=args.quiet)
-    save(model, args.out, max_shard_size=args.max_shard_size)
-    if model.processor is not None and hasattr(model.processor, "save_pretrained"):
-        model.processor.save_pretrained(args.out)
+    save(model, args.out, max_shard_size=args.max_shard_size)  # writes the tokenizer files too
     print(f"wrote {args.out}")
     return 0
 

@@ -145,11 +145,13 @@ def decode_steps(
                         finished[b] = True
         if bool(finished.all()) or step == cfg.max_new_tokens - 1:
             return
-        seen = torch.cat([seen, tok[:, None]], dim=1)
+        # finished rows only need *some* valid id to keep the batch going (the pad id may be -1 or out of vocab)
+        fed = torch.where(finished, torch.zeros_like(tok), tok)
+        seen = torch.cat([seen, fed[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1 + delta).to(torch.float)  # (B, 1)
         out = thinker(
-            input_ids=tok[:, None], attention_mask=mask, position_ids=pos[None].expand(3, -1, -1), cache=cache
+            input_ids=fed[:, None], attention_mask=mask, position_ids=pos[None].expand(3, -1, -1), cache=cache
         )
         logits = out.logits[:, -1]
 

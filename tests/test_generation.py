@@ -1,0 +1,101 @@
+"""Text generation: token-for-token parity with the reference's greedy `generate`, sampling rules, stop rules."""
+
+import pytest
+import torch
+
+import omni
+from omni.errors import InputError
+from omni.generation import SamplingConfig, filter_top_k_top_p, generate_tokens
+
+from reference import build_reference
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    ref = build_reference(d)
+    return ref, omni.load(d, components=("thinker",), quiet=True)
+
+
+def _reference_greedy(ref, batch, n):
+    with torch.no_grad():
+        out = ref.thinker.generate(
+            **batch, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    return out[:, batch["input_ids"].shape[1] :]
+
+
+def test_generate_greedy_matches_reference_batch_with_padding(pair):
+    ref, model = pair
+    ids = torch.randint(0, 200, (2, 11), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    ids[1, :4], mask[1, :4] = 0, 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    want = _reference_greedy(ref, batch, 40)
+    got = model.generate(batch, max_new_tokens=40, eos_token_ids=())
+    assert torch.equal(want, got)
+
+
+def test_generate_greedy_matches_reference_single(pair):
+    ref, model = pair
+    ids = torch.randint(0, 200, (1, 5), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    assert torch.equal(_reference_greedy(ref, batch, 33), model.generate(batch, max_new_tokens=33, eos_token_ids=()))
+
+
+def test_generate_stops_at_eos_and_pads(pair):
+    _, model = pair
+    ids = torch.randint(0, 200, (2, 6), generator=torch.Generator().manual_seed(2))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    free = model.generate(batch, max_new_tokens=20, eos_token_ids=())
+    eos = int(free[0, 3])  # pretend the 4th token of row 0 is the end token
+    out = model.generate(batch, max_new_tokens=20, eos_token_ids=(eos,), pad_token_id=-1)
+    row0 = out[0].tolist()
+    first = row0.index(eos)
+    assert all(t == -1 for t in row0[first + 1 :])
+    assert out[0, : first + 1].tolist() == free[0, : first + 1].tolist()
+
+
+def test_generate_seeded_sampling_is_deterministic(pair):
+    _, model = pair
+    ids = torch.randint(0, 200, (2, 6), generator=torch.Generator().manual_seed(3))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    opts = dict(max_new_tokens=16, do_sample=True, temperature=1.3, top_k=50, top_p=0.9, seed=7, eos_token_ids=())
+    a, b = model.generate(batch, **opts), model.generate(batch, **opts)
+    assert torch.equal(a, b)
+    c = model.generate(batch, **{**opts, "seed": 8})
+    assert not torch.equal(a, c)
+
+
+def test_generate_min_and_zero_new_tokens(pair):
+    _, model = pair
+    ids = torch.randint(0, 200, (1, 6), generator=torch.Generator().manual_seed(4))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    first = int(model.generate(batch, max_new_tokens=1, eos_token_ids=())[0, 0])
+    out = model.generate(batch, max_new_tokens=5, min_new_tokens=3, eos_token_ids=(first,))
+    assert out.shape[1] >= 3 and first not in out[0, :3].tolist()
+    assert model.generate(batch, max_new_tokens=0).shape == (1, 0)
+
+
+def test_generate_rejects_bad_requests(pair):
+    _, model = pair
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(InputError, match="exceeds the model's context"):
+        model.generate({"input_ids": ids}, max_new_tokens=10**6)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        model.generate({"input_ids": ids}, max_new_tokens=-1)
+    with pytest.raises(InputError, match="non-empty prompt"):
+        model.generate({"input_ids": torch.zeros(1, 0, dtype=torch.long)})
+    with pytest.raises(InputError, match="unknown generation option"):
+        model.generate({"input_ids": ids}, beams=4)
+    with pytest.raises(InputError, match="temperature"):
+        model.generate({"input_ids": ids}, do_sample=True, temperature=0)
+
+
+def test_top_k_top_p_filtering():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    assert torch.isinf(filter_top_k_top_p(logits, top_k=2)).tolist() == [[True, False, False, True]]
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = ~torch.isinf(filter_top_k_top_p(probs, top_p=0.75))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert (~torch.isinf(filter_top_k_top_p(probs, top_p=0.01))).sum() == 1
