@@ -54,11 +54,6 @@ def _save(directory, cfg, shard):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-@pytest.mark.xfail(
-    strict=False,
-    reason="omni/checkpoints/io.py keeps non-expert tensors as zero-copy views of the safetensors mmap, so every "
-    "shard stays mapped and its pages count twice (measured 1.29x); cloning them in load_state gives 1.04x",
-)
 def test_load_peak_rss_is_close_to_weight_bytes(tmp_path):
     tiny, big = tmp_path / "tiny", tmp_path / "big"
     _save(tiny, _thinker_config(64, 8, 32, 2, 512), "100KB")

@@ -150,7 +150,10 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
                 if dtype is not None and t.is_floating_point():
                     t = t.to(dtype)
                 if m.expert is None:
-                    _set(mod, attr, t.to(device))
+                    owned = t.to(device)
+                    # an unconverted tensor is a view of the shard's mmap: copy it so the file can be unmapped
+                    # instead of its pages counting a second time for as long as the model lives
+                    _set(mod, attr, owned.clone() if owned is t else owned)
                 else:
                     if param.is_meta:  # first expert seen: allocate the whole stack once
                         stacked_shapes[m.name] = param.shape
