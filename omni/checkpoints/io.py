@@ -20,6 +20,7 @@ from ..errors import CheckpointError
 from .qwen3_omni import COMPONENT_PREFIXES, IGNORED_SUFFIXES, KEY_MAP
 
 INDEX_NAME = "model.safetensors.index.json"
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"}  # safetensors dtype names
 SINGLE_NAME = "model.safetensors"
 
 
@@ -33,7 +34,7 @@ def weight_map(directory: str) -> dict[str, str]:
     if os.path.isfile(index):
         try:
             with open(index, encoding="utf-8") as f:
-                wm = json.load(f)["weight_map"]
+                wm = json.load(f, object_pairs_hook=_unique_keys)["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{index} is not a valid safetensors index ({e}); re-download it") from None
         if not isinstance(wm, dict):
@@ -48,6 +49,17 @@ def weight_map(directory: str) -> dict[str, str]:
     found = [n for n in os.listdir(directory) if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
     hint = f" (found {found[:3]}: pickle formats are never loaded, convert them to safetensors)" if found else ""
     raise CheckpointError(f"no {INDEX_NAME} or {SINGLE_NAME} in {directory}{hint}")
+
+
+def _unique_keys(pairs: list) -> dict:
+    """json object hook: a key written twice (a tensor assigned to two shards) is an error, not "last one wins"."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise CheckpointError(f"the index names {key!r} twice ({out[key]!r} and {value!r}); it is ambiguous "
+                                  "which shard holds it: re-download or re-save the checkpoint")
+        out[key] = value
+    return out
 
 
 def _check_shard_name(directory: str, file, key: str) -> None:
@@ -115,7 +127,7 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
     """
     wm = weight_map(directory)
     by_file: dict[str, list[str]] = defaultdict(list)
-    unexpected, wrong_shape = [], []
+    unexpected, wrong_shape, wrong_dtype = [], [], []
     for key, file in wm.items():
         comp = component_of(key)
         if comp is not None and comp not in components:
@@ -128,6 +140,13 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
     for file in sorted(by_file):
         with _open(os.path.join(directory, file)) as f:
             present = set(f.keys())
+            twice = sorted(k for k in present if wm.get(k, file) != file)
+            if twice:  # two copies of a tensor that may differ: refuse to guess which one is meant
+                raise CheckpointError(
+                    f"{file} also holds {twice[0]!r}, which the index assigns to {wm[twice[0]]}"
+                    + (f" (and {len(twice) - 1} more duplicated tensors)" if len(twice) > 1 else "")
+                    + "; a tensor must live in exactly one shard: re-download or re-save the checkpoint"
+                )
             for key in by_file[file]:
                 if key not in present:
                     raise CheckpointError(f"{file} does not contain {key!r} although the index says so")
@@ -138,7 +157,11 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
                 if mod is None:
                     unexpected.append(key)
                     continue
-                shape = tuple(f.get_slice(key).get_shape())
+                stored = f.get_slice(key)
+                shape = tuple(stored.get_shape())
+                if param.is_floating_point() and stored.get_dtype() not in _FLOAT_DTYPES:
+                    wrong_dtype.append(f"{key} {stored.get_dtype()} (model expects floating point)")
+                    continue
                 want = tuple(param.shape[1:]) if m.expert is not None else tuple(param.shape)
                 if shape != want or (m.expert is not None and m.expert >= param.shape[0]):
                     wrong_shape.append(f"{key} {list(shape)} (model expects {list(want)})")
@@ -179,6 +202,8 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
         problems.append(_summary("unexpected tensors", unexpected))
     if wrong_shape:
         problems.append(_summary("tensors with the wrong shape", wrong_shape))
+    if wrong_dtype:
+        problems.append(_summary("tensors with a non-float dtype", wrong_dtype))
     if problems:
         raise CheckpointError(
             f"checkpoint {directory} does not fit the model built from its config.json:\n  "
