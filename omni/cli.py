@@ -1,4 +1,10 @@
-"""The `omni` command line: demo, generate, info, convert."""
+"""The `omni` command line: demo, generate, info, convert.
+
+    omni demo                                   the whole pipeline on the tiny random preset (offline, seconds)
+    omni info --model qwen3-omni-30b-a3b        parameter table, total and active per token (no weights read)
+    omni generate --model DIR --prompt "..."    chat: text, images, audio, video in; text (and speech) out
+    omni convert --model DIR --out DIR2         re-shard, cast or keep a subset of a checkpoint (official layout)
+"""
 
 from __future__ import annotations
 
@@ -73,31 +79,22 @@ def _active(decoder_cfg, decoder) -> int:
     return total - inactive
 
 
-def cmd_info(args) -> int:
+def parameter_table(cfg) -> list[tuple[str, int, int]]:
+    """(component, parameters, active parameters per token) of the model `cfg` describes, counted on the meta
+    device (no memory, no weights). Active = all but the experts a token is not routed to."""
     import torch
 
-    from .config import PRESETS, OmniConfig
     from .model import OmniModel
 
-    if args.model in PRESETS:
-        cfg = OmniConfig.from_name(args.model)
-    else:
-        from .checkpoints.hub import resolve_config_dir
-
-        cfg = OmniConfig.from_pretrained(resolve_config_dir(args.model))
     with torch.device("meta"):
         model = OmniModel(cfg)
-    t = cfg.thinker.text_config
-    print(f"model_type {cfg.model_type}")
-    print(f"thinker LM: {t.num_hidden_layers} layers, width {t.hidden_size}, {t.num_attention_heads} heads / "
-          f"{t.num_key_value_heads} kv heads x {t.dim_head}, {t.num_experts} experts (top-{t.num_experts_per_tok}), "
-          f"vocab {t.vocab_size}")
     rows = []
     th = model.thinker
     for name in ("vision", "audio"):
         if hasattr(th, name):
             n = _count(getattr(th, name))
             rows.append((f"thinker.{name}", n, n))
+    t = cfg.thinker.text_config
     lm_total = _count(th.embed_tokens) + _count(th.decoder) + _count(th.lm_head)
     lm_active = _count(th.embed_tokens) + _active(t, th.decoder) + _count(th.lm_head)
     rows.append(("thinker LM", lm_total, lm_active))
@@ -108,11 +105,29 @@ def cmd_info(args) -> int:
     if getattr(model, "code2wav", None) is not None:
         n = _count(model.code2wav)
         rows.append(("code2wav", n, n))
+    return rows
+
+
+def cmd_info(args) -> int:
+    from .config import PRESETS, OmniConfig
+
+    if args.model in PRESETS:
+        cfg = OmniConfig.from_name(args.model)
+    else:
+        from .checkpoints.hub import resolve_config_dir
+
+        cfg = OmniConfig.from_pretrained(resolve_config_dir(args.model))
+    t = cfg.thinker.text_config
+    print(f"model_type {cfg.model_type}")
+    print(f"thinker LM: {t.num_hidden_layers} layers, width {t.hidden_size}, {t.num_attention_heads} heads / "
+          f"{t.num_key_value_heads} kv heads x {t.dim_head}, {t.num_experts} experts (top-{t.num_experts_per_tok}), "
+          f"vocab {t.vocab_size}")
+    rows = parameter_table(cfg)
     print(f"\n{'component':28s} {'parameters':>16s} {'active/token':>16s}")
     for name, total, active in rows:
         print(f"{name:28s} {total:16,d} {active:16,d}")
     print(f"{'total':28s} {sum(r[1] for r in rows):16,d} {sum(r[2] for r in rows):16,d}")
-    missing = [c for c in ("talker", "code2wav") if getattr(model, c, None) is None and getattr(cfg, c) is not None]
+    missing = [c for c in ("talker", "code2wav") if getattr(cfg, c) is not None and not any(r[0].startswith(c) for r in rows)]
     if missing:
         print(f"(not implemented in this omni version, not counted: {', '.join(missing)})")
     return 0
@@ -128,45 +143,53 @@ def cmd_convert(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omni", description="Qwen omni-modal models in clean PyTorch.")
+    p = argparse.ArgumentParser(
+        prog="omni",
+        description="Qwen omni-modal models (Qwen3-Omni) in clean PyTorch. Run `omni COMMAND --help` for details.",
+        epilog="examples:\n  omni demo\n  omni info --model qwen3-omni-30b-a3b\n"
+               "  omni generate --model ./Qwen3-Omni-30B-A3B-Instruct --prompt \"Describe this.\" --image cat.png\n"
+               "  omni convert --model ./Qwen3-Omni-30B-A3B-Instruct --out ./thinker-bf16 --components thinker "
+               "--dtype bfloat16",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the tiny random preset end to end (offline, seconds)")
+    d = sub.add_parser("demo", help="run the tiny random preset end to end (offline, seconds)", description="Run the tiny random preset end to end (offline, seconds).")
     d.add_argument("--save", default=None, help="keep the tiny checkpoint in this directory")
-    d.add_argument("--max-new-tokens", type=int, default=16)
+    d.add_argument("--max-new-tokens", type=int, default=16, help="reply length in tokens (default: 16)")
     d.set_defaults(func=cmd_demo)
 
-    g = sub.add_parser("generate", help="chat with a checkpoint: text, images, audio, video in; text (+ speech) out")
+    g = sub.add_parser("generate", help="chat with a checkpoint: text, images, audio, video in; text (+ speech) out", description="Chat with a checkpoint: text, images, audio, video in; text (+ speech) out.")
     _add_model(g)
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", required=True, help="the user's text, after any media")
     g.add_argument("--system", default=None, help="system prompt")
     g.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     g.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
     g.add_argument("--video", action="append", default=[], help="video file (repeatable)")
     g.add_argument("--audio-in-video", action="store_true", help="also feed the videos' sound tracks")
-    g.add_argument("--max-new-tokens", type=int, default=256)
-    g.add_argument("--do-sample", action="store_true")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit in tokens")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --do-sample)")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: no limit)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: no limit)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help=">1 discourages repeated tokens")
+    g.add_argument("--seed", type=int, default=None, help="random seed for sampling (reproducible replies)")
     g.add_argument("--stream", action="store_true", help="print the reply as it is produced")
     g.add_argument("--speak", default=None, metavar="OUT.wav", help="also synthesise speech into this wav file")
     g.add_argument("--voice", default=None, help="speaker name (see `omni info`)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("info", help="config summary and parameter table (needs no weights)")
+    i = sub.add_parser("info", help="config summary and parameter table (needs no weights)", description="Config summary and parameter table (needs no weights).")
     i.add_argument("--model", required=True, help="checkpoint directory, hub repo id, or preset name")
     i.set_defaults(func=cmd_info)
 
-    c = sub.add_parser("convert", help="re-shard and/or cast a checkpoint in the official layout")
+    c = sub.add_parser("convert", help="re-shard and/or cast a checkpoint in the official layout", description="Re-shard and/or cast a checkpoint in the official layout.")
     _add_model(c)
-    c.add_argument("--out", required=True)
-    c.add_argument("--max-shard-size", default="5GB")
+    c.add_argument("--out", required=True, help="output directory (config, shards, index, tokenizer)")
+    c.add_argument("--max-shard-size", default="5GB", help="largest shard file, e.g. 5GB, 500MB")
     c.add_argument("--components", nargs="+", default=None, help="subset to keep, e.g. thinker")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_convert)
     return p
 
