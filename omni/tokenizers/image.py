@@ -73,12 +73,13 @@ def num_vision_tokens(grid_thw, merge_size: int = MERGE_SIZE):
 # -- reading any image as RGB uint8 ---------------------------------------------------------------------------------
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+def _pil_to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB PIL image (kept in PIL: a huge image is resized before any numpy copy of it is made)."""
     if "A" in img.getbands() or img.info.get("transparency") is not None:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"))
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _array_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
@@ -119,14 +120,26 @@ def _hwc_to_rgb(a: np.ndarray, what: str) -> np.ndarray:
 
 def load_rgb(image, what: str = "image") -> np.ndarray:
     """Any supported image -> (H, W, 3) uint8 RGB. Raises MediaError for unreadable or unusable input."""
+    rgb = open_rgb(image, what)
+    return np.asarray(rgb) if isinstance(rgb, Image.Image) else rgb
+
+
+def open_rgb(image, what: str = "image") -> Image.Image | np.ndarray:
+    """Like `load_rgb`, but files and PIL images stay an RGB PIL image, so `resize_rgb` can shrink a very large
+    one without first copying it into numpy (a 100-megapixel photo is 300 MB per copy)."""
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         try:
             with Image.open(path) as img:
                 img.load()  # decode now so a truncated file fails here, not later
                 rgb = _pil_to_rgb(img)
+                if rgb is img:  # leaving the `with` closes `img`: keep an open copy
+                    rgb = img.copy()
         except FileNotFoundError:
             raise MediaError(f"{what}: no such file {path!r}") from None
+        except Image.DecompressionBombError as e:
+            raise MediaError(f"{what}: {path!r} is too large to decode safely ({e}); downscale the file first, or "
+                             "raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise MediaError(f"{what}: cannot decode {path!r} as an image ({e}); is the file corrupt?") from None
         what = f"{what} {path!r}"
@@ -151,19 +164,26 @@ def load_rgb(image, what: str = "image") -> np.ndarray:
     else:
         raise MediaError(f"{what} has unsupported type {type(image).__name__}; pass a file path, PIL image, HWC "
                          "numpy array or CHW tensor")
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise MediaError(f"{what} has no pixels ({rgb.shape[0]}x{rgb.shape[1]})")
+    height, width = _size(rgb)
+    if height == 0 or width == 0:
+        raise MediaError(f"{what} has no pixels ({height}x{width})")
     return rgb
+
+
+def _size(rgb: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(height, width) of an RGB PIL image or (H, W, 3) array."""
+    return (rgb.height, rgb.width) if isinstance(rgb, Image.Image) else rgb.shape[:2]
 
 
 # -- resize, normalise, patchify ------------------------------------------------------------------------------------
 
 
-def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """PIL bicubic resize of an (H, W, 3) uint8 image (a no-op copy when the size already matches)."""
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), resample=Image.Resampling.BICUBIC))
+def resize_rgb(rgb: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
+    """PIL bicubic resize of an (H, W, 3) uint8 image or RGB PIL image -> (height, width, 3) uint8 array."""
+    if _size(rgb) == (height, width):
+        return np.asarray(rgb)
+    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
+    return np.asarray(img.resize((width, height), resample=Image.Resampling.BICUBIC))
 
 
 def normalize_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -221,8 +241,8 @@ def preprocess_images(images, *, patch_size: int = PATCH_SIZE, merge_size: int =
     factor = patch_size * merge_size
     pixels, grids = [], []
     for i, item in enumerate(items):
-        rgb = load_rgb(item, f"image {i}")
-        h, w = smart_resize(rgb.shape[0], rgb.shape[1], factor, min_pixels, max_pixels)
+        rgb = open_rgb(item, f"image {i}")
+        h, w = smart_resize(*_size(rgb), factor, min_pixels, max_pixels)
         frame = normalize(resize_rgb(rgb, h, w), table)  # (3, h, w)
         frames = frame[None].expand(temporal_patch_size, -1, -1, -1)  # a still image is one temporal patch
         patches, grid = patchify(frames, patch_size, merge_size, temporal_patch_size)
