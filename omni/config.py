@@ -172,6 +172,18 @@ class TextConfig(Section):
     # code predictor only
     num_code_groups: int | None = None
 
+    # the release's architecture, not config.json keys (Qwen3-Omni here; omni.config_qwen2_5 overrides them)
+    qk_norm: ClassVar[bool] = True  # RMSNorm over each query / key head before the rotary embedding
+    mrope_interleaved: ClassVar[bool] = True  # M-RoPE slot layout (see omni.nn.rope)
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.attention_bias
+
+    @property
+    def o_proj_bias(self) -> bool:
+        return self.attention_bias
+
     def __post_init__(self):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
@@ -305,11 +317,12 @@ class ThinkerConfig(Section):
     seconds_per_chunk: float = 2
     tie_word_embeddings: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self):  # absent encoder blocks take their defaults (the section types of this class)
+        hints = typing.get_type_hints(type(self))
         if self.audio_config is None:
-            self.audio_config = AudioConfig()
+            self.audio_config = _section_type(hints["audio_config"])()
         if self.vision_config is None:
-            self.vision_config = VisionConfig()
+            self.vision_config = _section_type(hints["vision_config"])()
 
 
 @dataclass(kw_only=True)
@@ -405,13 +418,16 @@ class OmniConfig(Section):
 
     @classmethod
     def from_dict(cls, d, where="config"):
+        if cls is OmniConfig and isinstance(d, dict) and d.get("model_type") in Qwen25OmniConfig.MODEL_TYPES:
+            return Qwen25OmniConfig.from_dict(d, where)  # the release is picked by model_type
         if isinstance(d, dict) and "model_type" not in d:
             raise ConfigError(
                 f"{where}: no `model_type`; expected one of {list(cls.MODEL_TYPES)} (an official Qwen-Omni config.json)"
             )
         if isinstance(d, dict) and d.get("model_type") not in cls.MODEL_TYPES:
             raise ConfigError(
-                f"{where}: model_type {d.get('model_type')!r} is not supported; expected one of {list(cls.MODEL_TYPES)}"
+                f"{where}: model_type {d.get('model_type')!r} is not supported; expected one of "
+                f"{sorted(set(cls.MODEL_TYPES) | set(Qwen25OmniConfig.MODEL_TYPES))}"
             )
         return super().from_dict(d, where)
 
@@ -584,3 +600,9 @@ PRESETS: dict[str, dict] = {
     "qwen3-omni-30b-a3b": _QWEN3_OMNI_30B_A3B,
     "tiny": _tiny(),
 }
+
+
+# Qwen2.5-Omni: its sections build on the ones above, so they live in their own module, imported last.
+from .config_qwen2_5 import QWEN2_5_PRESETS, Qwen25OmniConfig  # noqa: E402
+
+PRESETS.update(QWEN2_5_PRESETS)

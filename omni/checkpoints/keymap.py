@@ -68,3 +68,14 @@ class KeyMap:
 
     def is_stacked(self, name: str) -> bool:
         return any(stacked and rx.match(name) for _, _, _, rx, stacked in self.rows)
+
+
+def release_table(decoders: dict[str, str], decoder_layer: dict[str, str], *parts: dict[str, str]) -> dict[str, str]:
+    """One release's whole table: every decoder-layer row under every decoder prefix, then the other parts."""
+    table = {}
+    for off_prefix, omni_prefix in decoders.items():
+        for off, omni in decoder_layer.items():
+            table[off_prefix + off] = omni_prefix + omni
+    for part in parts:
+        table.update(part)
+    return table

@@ -7,7 +7,7 @@ Per-expert tensors on disk (`...experts.{e}.gate_proj.weight`) become one stacke
 
 from __future__ import annotations
 
-from .keymap import KeyMap
+from .keymap import KeyMap, release_table
 
 # One decoder layer (Thinker LM, Talker LM, code predictor): official suffix -> omni suffix.
 _DECODER_LAYER = {
@@ -108,17 +108,7 @@ _CODE2WAV = {
 }
 
 
-def _table() -> dict[str, str]:
-    table = {}
-    for off_prefix, omni_prefix in _DECODERS.items():
-        for off, omni in _DECODER_LAYER.items():
-            table[off_prefix + off] = omni_prefix + omni
-    for part in (_THINKER, _VISION, _AUDIO, _TALKER, _CODE2WAV):
-        table.update(part)
-    return table
-
-
-KEY_MAP = KeyMap(_table())
+KEY_MAP = KeyMap(release_table(_DECODERS, _DECODER_LAYER, _THINKER, _VISION, _AUDIO, _TALKER, _CODE2WAV))
 
 # Keys that may appear in a checkpoint and carry nothing omni needs (recomputed buffers).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "positional_embedding.positional_embedding")

@@ -1,0 +1,65 @@
+"""Qwen2.5-Omni (model_type `qwen2_5_omni`): the official checkpoint key names and their omni counterparts.
+
+The only place that knows the official tensor names of this release; same table format as `qwen3_omni`
+(left: the name on disk, `{}` = layer index, `{*}` = the rest of the key; right: the omni parameter). Rows that
+agree with Qwen3-Omni (decoder layers, embeddings and head, audio encoder layers) are taken from that table, not
+repeated.
+"""
+
+from __future__ import annotations
+
+from .keymap import KeyMap, release_table
+from .qwen3_omni import _AUDIO as _QWEN3_AUDIO
+from .qwen3_omni import _DECODER_LAYER as _QWEN3_DECODER_LAYER
+from .qwen3_omni import _THINKER  # embed_tokens, final norm and lm_head are named alike in both releases
+
+# One dense decoder layer: the Qwen3 rows plus the q/k/v biases of Qwen2.5 (its o_proj has none).
+_DECODER_LAYER = {
+    **_QWEN3_DECODER_LAYER,
+    **{f"self_attn.{p}_proj.bias": f"attn.{p}_proj.bias" for p in "qkv"},
+}
+
+_DECODERS = {  # official layer prefix -> omni layer prefix
+    "thinker.model.layers.{}.": "thinker.decoder.layers.{}.",
+}
+
+_VISION = {  # thinker.visual -> thinker.vision
+    "thinker.visual.patch_embed.proj.weight": "thinker.vision.patch_embed.proj.weight",
+    "thinker.visual.blocks.{}.norm1.weight": "thinker.vision.blocks.{}.attn_norm.weight",
+    "thinker.visual.blocks.{}.attn.q.{*}": "thinker.vision.blocks.{}.attn.q.{*}",
+    "thinker.visual.blocks.{}.attn.k.{*}": "thinker.vision.blocks.{}.attn.k.{*}",
+    "thinker.visual.blocks.{}.attn.v.{*}": "thinker.vision.blocks.{}.attn.v.{*}",
+    "thinker.visual.blocks.{}.attn.proj.{*}": "thinker.vision.blocks.{}.attn.proj.{*}",
+    "thinker.visual.blocks.{}.norm2.weight": "thinker.vision.blocks.{}.mlp_norm.weight",
+    "thinker.visual.blocks.{}.mlp.{*}": "thinker.vision.blocks.{}.mlp.{*}",  # SwiGLU: gate/up/down_proj, biased
+    "thinker.visual.merger.ln_q.weight": "thinker.vision.merger.norm.weight",
+    "thinker.visual.merger.mlp.0.{*}": "thinker.vision.merger.fc1.{*}",
+    "thinker.visual.merger.mlp.2.{*}": "thinker.vision.merger.fc2.{*}",
+}
+
+_AUDIO = {  # thinker.audio_tower -> thinker.audio; the encoder layers are named as in Qwen3-Omni
+    **{off: omni for off, omni in _QWEN3_AUDIO.items() if ".layers." in off},
+    "thinker.audio_tower.conv1.{*}": "thinker.audio.conv1.{*}",
+    "thinker.audio_tower.conv2.{*}": "thinker.audio.conv2.{*}",
+    "thinker.audio_tower.ln_post.{*}": "thinker.audio.norm_out.{*}",
+    "thinker.audio_tower.proj.{*}": "thinker.audio.proj.{*}",
+    # stored and kept for a lossless round trip; the forward pass does not use it (nor does the reference)
+    "thinker.audio_tower.audio_bos_eos_token.weight": "thinker.audio.audio_bos_eos_token.weight",
+}
+
+_TALKER: dict[str, str] = {}  # filled by the Qwen2.5 Talker (thinker_to_talker_proj, model.*, codec_head)
+
+_TOKEN2WAV: dict[str, str] = {}  # filled by Token2Wav (code2wav_dit_model.*, code2wav_bigvgan_model.*)
+
+
+KEY_MAP = KeyMap(release_table(_DECODERS, _DECODER_LAYER, _THINKER, _VISION, _AUDIO, _TALKER, _TOKEN2WAV))
+
+# Keys that may appear in a checkpoint and carry nothing omni needs (recomputed buffers).
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_embed.inv_freq", "positional_embedding.positional_embedding")
+
+# Which official key prefixes belong to which omni component (for `components=` and hub shard selection).
+COMPONENT_PREFIXES = {
+    "thinker": ("thinker.",),
+    "talker": ("talker.",),
+    "token2wav": ("token2wav.",),
+}

@@ -1,0 +1,210 @@
+"""Typed configuration of Qwen2.5-Omni (`model_type: qwen2_5_omni`), built on the sections of `omni.config`.
+
+    Qwen25OmniConfig
+      thinker_config: Qwen25ThinkerConfig   text: Qwen25TextConfig, audio: Qwen25AudioConfig,
+                                            vision: Qwen25VisionConfig
+      talker_config, token2wav_config       kept as the dicts they came as (typed by the speech-output side)
+
+Only what differs from Qwen3-Omni is declared here; everything else is inherited, so both releases parse, validate
+and round-trip the same way (`OmniConfig.from_pretrained` picks this class from `model_type`). Field defaults are
+the reference implementation's; the presets at the bottom carry the released numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .config import (
+    REQUIRED,
+    TINY_SPECIAL_BASE,
+    AudioConfig,
+    ConfigError,
+    OmniConfig,
+    TextConfig,
+    ThinkerConfig,
+    VisionConfig,
+)
+
+
+@dataclass(kw_only=True)
+class Qwen25TextConfig(TextConfig):
+    """The dense Qwen2.5 decoder: q/k/v projections with biases (o_proj without), no q/k norm, chunked M-RoPE."""
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_text",)
+    qk_norm: ClassVar[bool] = False
+    mrope_interleaved: ClassVar[bool] = False
+
+    @property
+    def qkv_bias(self) -> bool:
+        return True
+
+    @property
+    def o_proj_bias(self) -> bool:
+        return False
+
+
+@dataclass(kw_only=True)
+class Qwen25AudioConfig(AudioConfig):
+    """The Whisper-style encoder: two 1-D convs, attention inside 2 * n_window-frame chunks, 2x average pooling.
+
+    The Qwen3 conv-stem fields (downsample_hidden_size, n_window_infer, conv_chunksize) are unused here.
+    """
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_audio_encoder",)
+
+    n_window: int = 100  # attention / conv chunks are 2 * n_window mel frames (2 s)
+    scale_embedding: bool = False
+
+    def validate(self, where):
+        super().validate(where)
+        if self.scale_embedding:
+            raise ConfigError(f"{where}.scale_embedding = true is not used by any release and not supported")
+
+
+@dataclass(kw_only=True)
+class Qwen25VisionConfig(VisionConfig):
+    """The Qwen2.5-VL-style tower: RMSNorm, SwiGLU, window attention except in `fullatt_block_indexes`; no DeepStack."""
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_vision_encoder",)
+    ALIASES: ClassVar = {"hidden_size": ("embed_dim",)}  # early release files name the width `embed_dim`
+
+    depth: int = 32
+    hidden_size: int = 3584  # the reference default; released files say 1280
+    hidden_act: str = "silu"
+    intermediate_size: int = 3420
+    patch_size: int = 14
+    window_size: int = 112  # window side in pixels: window_size / patch_size / spatial_merge_size merged tokens
+    fullatt_block_indexes: list = field(default_factory=lambda: [7, 15, 23, 31])
+    deepstack_visual_indexes: list = field(default_factory=list)
+
+    def validate(self, where):
+        super().validate(where)
+        unit = self.patch_size * self.spatial_merge_size
+        if self.window_size < unit or self.window_size % unit:
+            raise ConfigError(f"{where}.window_size ({self.window_size}) must be a positive multiple of "
+                              f"patch_size * spatial_merge_size ({unit})")
+        if self.deepstack_visual_indexes:
+            raise ConfigError(f"{where}: Qwen2.5-Omni vision has no DeepStack; remove deepstack_visual_indexes")
+
+
+@dataclass(kw_only=True)
+class Qwen25ThinkerConfig(ThinkerConfig):
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_thinker",)
+    # the release names the placeholder ids `*_token_index`
+    ALIASES: ClassVar = {f"{kind}_token_id": (f"{kind}_token_index",) for kind in ("audio", "image", "video")}
+
+    text_config: Qwen25TextConfig = REQUIRED
+    audio_config: Qwen25AudioConfig | None = None
+    vision_config: Qwen25VisionConfig | None = None
+    audio_end_token_id: int = 151648
+    vision_end_token_id: int = 151653
+
+
+@dataclass(kw_only=True)
+class Qwen25OmniConfig(OmniConfig):
+    """Thinker (+ encoders), Talker and Token2Wav of Qwen2.5-Omni-7B / -3B."""
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni",)
+
+    thinker_config: Qwen25ThinkerConfig = REQUIRED
+    talker_config: dict | None = None
+    token2wav_config: dict | None = None
+    model_type: str = "qwen2_5_omni"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets, written as the config.json dicts they stand for.
+
+_ROPE = {"rope_type": "default", "mrope_section": [16, 24, 24]}
+
+
+def _qwen2_5_omni(text: dict, output_dim: int, talker: dict) -> dict:
+    return {
+        "model_type": "qwen2_5_omni",
+        "enable_audio_output": True,
+        "thinker_config": {
+            "model_type": "qwen2_5_omni_thinker",
+            "audio_token_index": 151646, "image_token_index": 151655, "video_token_index": 151656,
+            "audio_start_token_id": 151647, "audio_end_token_id": 151648, "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653, "user_token_id": 872, "position_id_per_seconds": 25,
+            "seconds_per_chunk": 2, "tie_word_embeddings": False,
+            "text_config": {
+                "model_type": "qwen2_5_omni_text", "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+                "rope_theta": 1000000.0, "rope_scaling": dict(_ROPE), "use_sliding_window": False, **text,
+            },
+            "audio_config": {
+                "model_type": "qwen2_5_omni_audio_encoder", "num_mel_bins": 128, "encoder_layers": 32,
+                "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280,
+                "max_source_positions": 1500, "n_window": 100, "output_dim": output_dim,
+            },
+            "vision_config": {
+                "model_type": "qwen2_5_omni_vision_encoder", "depth": 32, "hidden_size": 1280, "hidden_act": "silu",
+                "intermediate_size": 3420, "num_heads": 16, "in_channels": 3, "patch_size": 14,
+                "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                "fullatt_block_indexes": [7, 15, 23, 31], "out_hidden_size": output_dim,
+            },
+        },
+        "talker_config": {
+            "model_type": "qwen2_5_omni_talker", "vocab_size": 8448, "embedding_size": text["hidden_size"],
+            "num_hidden_layers": 24, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+            "rope_scaling": dict(_ROPE), "tts_codec_start_token_id": 8293, "tts_codec_end_token_id": 8294,
+            "tts_codec_pad_token_id": 8292, "tts_codec_mask_token_id": 8296, "tts_text_start_token_id": 151860,
+            "tts_text_end_token_id": 151861, "tts_text_pad_token_id": 151859, "audio_token_index": 151646,
+            "image_token_index": 151655, "video_token_index": 151656, "vision_start_token_id": 151652,
+            "audio_start_token_id": 151647, "audio_end_token_id": 151648, "position_id_per_seconds": 25,
+            "seconds_per_chunk": 2, "spatial_merge_size": 2, **talker,
+        },
+        "token2wav_config": {
+            "model_type": "qwen2_5_omni_token2wav",
+            "dit_config": {"model_type": "qwen2_5_omni_dit"},  # the reference defaults are the released numbers
+            "bigvgan_config": {"model_type": "qwen2_5_omni_bigvgan"},
+        },
+    }
+
+
+# Qwen/Qwen2.5-Omni-7B and Qwen/Qwen2.5-Omni-3B config.json (numbers as released)
+_QWEN2_5_OMNI_7B = _qwen2_5_omni(
+    text={"vocab_size": 152064, "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+          "num_key_value_heads": 4, "intermediate_size": 18944},
+    output_dim=3584,
+    talker={"hidden_size": 896, "num_attention_heads": 12, "num_key_value_heads": 4, "head_dim": 128,
+            "intermediate_size": 18944},
+)
+_QWEN2_5_OMNI_3B = _qwen2_5_omni(
+    text={"vocab_size": 151936, "hidden_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 16,
+          "num_key_value_heads": 2, "intermediate_size": 11008},
+    output_dim=2048,
+    talker={"hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2, "head_dim": 64,
+            "intermediate_size": 4864},
+)
+
+
+def _tiny_qwen2_5() -> dict:
+    """A few-MB Qwen2.5-Omni thinker with every feature of the real one (window + full vision attention, chunked
+    M-RoPE, 2 s audio chunks), on the tiny byte-level vocabulary of `omni.demo` (special ids from 256)."""
+    d = copy.deepcopy(_QWEN2_5_OMNI_7B)
+    th = d["thinker_config"]
+    for key, value in list(th.items()):
+        if key.endswith(("_token_id", "_token_index")) and value >= 151643:
+            th[key] = value - 151643 + TINY_SPECIAL_BASE
+    th["user_token_id"] = 296  # the tiny tokenizer's "user" merge (see omni.config.TINY_TOKEN_IDS)
+    th["text_config"].update(
+        vocab_size=512, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, max_position_embeddings=8192, rope_scaling={**_ROPE, "mrope_section": [2, 3, 3]},
+    )
+    th["audio_config"].update(encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64,
+                              output_dim=64)
+    th["vision_config"].update(depth=3, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
+                               fullatt_block_indexes=[1])
+    del d["talker_config"], d["token2wav_config"]  # the thinker only, until the Qwen2.5 speech side is typed
+    d["enable_audio_output"] = False
+    return d
+
+
+QWEN2_5_PRESETS: dict[str, dict] = {
+    "qwen2.5-omni-7b": _QWEN2_5_OMNI_7B,
+    "qwen2.5-omni-3b": _QWEN2_5_OMNI_3B,
+    "tiny-qwen2.5": _tiny_qwen2_5(),
+}
