@@ -235,6 +235,10 @@ class Code2Wav(nn.Module):
                 n = n * m.stride - m.trim
         return n
 
+    def chunked_length(self, frames: int, chunk_size: int = 300) -> int:
+        """Samples `chunked_decode` returns for `frames` frames: each chunk loses the lookahead trim once."""
+        return sum(self.wave_length(min(chunk_size, frames - s)) for s in range(0, frames, chunk_size))
+
     def first_frame_needed(self, sample: int) -> int:
         """The earliest frame that waveform sample `sample` depends on (may be negative: left zero padding)."""
         i = sample

@@ -178,7 +178,9 @@ def generate_tokens(thinker, batch: dict, cfg: SamplingConfig, text_of=None, pro
 class Generation:
     tokens: torch.Tensor  # (B, N) new token ids, padded after each row's end
     text: list[str]  # decoded replies, one per conversation
-    audio: torch.Tensor | None = None  # (B, 1, samples) at 24 kHz when speech was asked for
+    audio: torch.Tensor | None = None  # (B, 1, samples) at 24 kHz when speech was asked for; zeros past a row's end
+    audio_lengths: torch.Tensor | None = None  # (B,) samples of speech in each row
+    codes: torch.Tensor | None = None  # (B, num_code_groups, frames) the codec frames the audio was decoded from
 
 
 def _is_conversation(inputs) -> bool:
@@ -225,37 +227,96 @@ def _prepare(model, inputs, use_audio_in_video=False):
     return batch, model.processor.tokenizer, True
 
 
-def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False, **options):
+def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False, speak: bool = False,
+             voice: str = "ethan", speech: dict | None = None, **options):
+    """See OmniModel.generate. With `speak=True` the reply is also spoken: Talker codes -> Code2Wav waveform
+    (`speech`: options of omni.speech.SpeechSampling, e.g. {"do_sample": False, "max_frames": 500})."""
+    if speak:
+        from .speech import check_can_speak
+
+        check_can_speak(model, voice)
     batch, tok, conversation = _prepare(model, inputs, use_audio_in_video)
     cfg = _sampling_config(model, tok, options)
     text_of = (lambda ids: tok.decode(ids, skip_special_tokens=True)) if tok is not None else None
     tokens = generate_tokens(model.thinker, batch, cfg, text_of, progress=not quiet)
-    if not conversation:
+    if not conversation and not speak:
         return tokens
-    texts = []
-    for row in tokens.tolist():
-        ids = []
-        for t in row:
-            if t in cfg.eos_token_ids:
-                break
-            ids.append(t)
-        texts.append(tok.decode(ids, skip_special_tokens=True))
-    return Generation(tokens=tokens, text=texts)
+    texts = [tok.decode(_until_eos(row, cfg), skip_special_tokens=True) for row in tokens.tolist()] if tok else []
+    result = Generation(tokens=tokens, text=texts)
+    if speak and tokens.shape[1] > 0:
+        from .speech import speak as speech_codes
+
+        codes = speech_codes(model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids,
+                             **_speech_options(speech, cfg))
+        result.codes = codes.codes
+        result.audio, result.audio_lengths = _decode_speech(model.code2wav, codes.codes, codes.lengths)
+    return result
 
 
-def stream(model, inputs, use_audio_in_video: bool = False, **options) -> Iterator[str]:
-    from .tokenizers.text import StreamDecoder
+def _until_eos(row: list[int], cfg: SamplingConfig) -> list[int]:
+    ids = []
+    for t in row:
+        if t in cfg.eos_token_ids:
+            break
+        ids.append(t)
+    return ids
 
+
+def _feedable(tokens: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """The reply with its padding replaced by an end token: the Talker re-reads it through the Thinker."""
+    end = cfg.eos_token_ids[0] if cfg.eos_token_ids else 0
+    return tokens.masked_fill(tokens == cfg.pad_token_id, end) if cfg.pad_token_id < 0 else tokens
+
+
+def _speech_options(speech: dict | None, cfg: SamplingConfig) -> dict:
+    options = dict(speech or {})
+    if cfg.seed is not None:  # one seed makes the whole reply, text and voice, reproducible
+        options.setdefault("seed", cfg.seed)
+    return options
+
+
+@torch.no_grad()
+def _decode_speech(code2wav, codes: torch.Tensor, lengths: torch.Tensor):
+    """Waveforms (B, 1, S) for codes (B, G, F), silent past each row's last frame, and their lengths (B,)."""
+    B = codes.shape[0]
+    samples = torch.tensor([code2wav.chunked_length(int(n)) for n in lengths], device=codes.device)
+    if codes.shape[-1] == 0:
+        dtype = code2wav.code_embedding.weight.dtype
+        return torch.zeros(B, 1, 0, dtype=dtype, device=codes.device), samples
+    wav = code2wav.chunked_decode(codes)  # the reference's long-form decode (chunks with left context)
+    keep = torch.arange(wav.shape[-1], device=wav.device)[None, None] < samples[:, None, None]
+    return wav * keep, samples
+
+
+def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False, voice: str = "ethan",
+           speech: dict | None = None, audio_chunk_frames: int = 8, **options) -> Iterator[str | torch.Tensor]:
+    """See OmniModel.stream: yields text pieces (str) as the Thinker writes them, then, with `speak=True`,
+    waveform chunks (1-D float tensors at 24 kHz) as the Talker produces `audio_chunk_frames` codec frames."""
+    if speak:
+        from .speech import check_can_speak
+
+        check_can_speak(model, voice)
     batch, tok, _ = _prepare(model, inputs, use_audio_in_video)
     if batch["input_ids"].shape[0] != 1:
         raise InputError("stream() decodes one conversation at a time; use generate() for batches")
     if tok is None:
         raise InputError("stream() needs a tokenizer to decode with (the model has no processor)")
     cfg = _sampling_config(model, tok, options)
+    if audio_chunk_frames < 1:
+        raise InputError(f"audio_chunk_frames must be a positive number of frames, got {audio_chunk_frames}")
+    # checked above, eagerly; the pieces come from a generator
+    return _stream(model, batch, tok, cfg, speak, voice, speech, audio_chunk_frames)
+
+
+def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, speech, audio_chunk_frames: int):
+    from .tokenizers.text import StreamDecoder
+
     decoder = StreamDecoder(tok)
     text_of = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    reply = []
     for tok_b in decode_steps(model.thinker, batch, cfg, text_of):
         t = int(tok_b[0])
+        reply.append(t)
         if t in cfg.eos_token_ids:
             break
         piece = decoder.push(t)
@@ -264,3 +325,15 @@ def stream(model, inputs, use_audio_in_video: bool = False, **options) -> Iterat
     rest = decoder.flush() if hasattr(decoder, "flush") else ""
     if rest:
         yield rest
+    if speak and reply:
+        yield from _stream_speech(model, batch, reply, voice, cfg, speech, audio_chunk_frames)
+
+
+def _stream_speech(model, batch, reply: list[int], voice: str, cfg: SamplingConfig, speech, chunk_frames: int):
+    from .speech import iter_frames, reply_talker_inputs
+
+    device = batch["input_ids"].device
+    inputs = reply_talker_inputs(model, batch, torch.tensor([reply], device=device), voice, cfg.eos_token_ids)
+    frames = (frame[:, :, None] for frame, _ in iter_frames(model.talker, inputs, **_speech_options(speech, cfg)))
+    for wav in model.code2wav.stream_decode(frames, chunk_size=chunk_frames):  # (1, 1, n) each
+        yield wav[0, 0]

@@ -53,16 +53,25 @@ class OmniModel(nn.Module):
     # -- generation ------------------------------------------------------------------------------------------------
 
     def generate(self, inputs, **options):
-        """Generate a reply. `inputs`: a conversation (list of messages, or a list of conversations) or a batch
-        dict in the official processor layout. Returns the new token ids (B, N) for a batch dict, or a
-        `Generation` (tokens, text) for conversations. Options: max_new_tokens, min_new_tokens, do_sample,
-        temperature, top_k, top_p, repetition_penalty, seed, stop_strings, quiet (see omni.generation)."""
+        """Generate a reply.
+
+        inputs: a conversation (list of {"role", "content"} messages), a list of conversations, or a batch dict in
+            the official processor layout (input_ids, attention_mask, pixel_values, ...).
+        Text options: max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty,
+            seed, stop_strings, eos_token_ids, pad_token_id, quiet, use_audio_in_video.
+        Speech: speak=True, voice="ethan" (the config's speaker names), speech={SpeechSampling options}.
+
+        Returns the new token ids (B, N) (padded after each row's end) for a batch dict; a `Generation` with
+        `.tokens` and `.text` for conversations, plus `.audio` (B, 1, samples, 24 kHz), `.audio_lengths` and
+        `.codes` when speak=True.
+        """
         from .generation import generate
 
         return generate(self, inputs, **options)
 
     def stream(self, inputs, **options):
-        """Like `generate`, but yields the decoded text piece by piece as it is produced (batch of one)."""
+        """Like `generate` for one conversation, but yields the reply as it is produced: text pieces (str), then
+        with speak=True waveform chunks (1-D tensors at 24 kHz; `audio_chunk_frames` codec frames each)."""
         from .generation import stream
 
         return stream(self, inputs, **options)

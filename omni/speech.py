@@ -303,6 +303,23 @@ def speak(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", 
           **options) -> SpeechCodes:
     """Codes for the Thinker's reply: batch = the prompt batch (processor layout) the reply was generated from,
     new_tokens (B, N) the reply (e.g. from omni.generation.generate_tokens). Options: see `SpeechSampling`."""
+    inputs = reply_talker_inputs(model, batch, new_tokens, speaker, thinker_eos_token_ids)
+    return generate_codes(model.talker, inputs, **options)
+
+
+def check_can_speak(model, speaker: str) -> None:
+    """Fail before any generation work if speech cannot be produced (missing parts, unknown voice)."""
+    missing = [c for c in ("thinker", "talker", "code2wav") if getattr(model, c, None) is None]
+    if missing:
+        raise InputError(f"speech needs the thinker, talker and code2wav; this model was loaded without {missing} "
+                         "(load with components=('thinker', 'talker', 'code2wav'), the default)")
+    speaker_id(model.config.talker_config, speaker)
+
+
+@torch.no_grad()
+def reply_talker_inputs(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan",
+                        thinker_eos_token_ids=None) -> TalkerInputs:
+    """The Talker's prompt for a finished Thinker reply (see `speak`); feed it to `generate_codes`/`iter_frames`."""
     if model.talker is None or model.thinker is None:
         raise InputError("speech needs both the thinker and the talker; load with components=('thinker', 'talker')")
     input_ids = batch["input_ids"]
@@ -318,7 +335,7 @@ def speak(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", 
     out = model.thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, **media)
     layer = model.config.talker_config.accept_hidden_layer
     fam = batch.get("feature_attention_mask")
-    inputs = build_talker_inputs(
+    return build_talker_inputs(
         model.talker, model.config, model.thinker.embed_tokens, input_ids, sequences, out.hidden_states[0],
         out.hidden_states[layer], mask, speaker, thinker_eos_token_ids,
         image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
@@ -326,4 +343,3 @@ def speak(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", 
         audio_feature_lengths=fam.sum(-1) if fam is not None else None,
         use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
     )
-    return generate_codes(model.talker, inputs, **options)

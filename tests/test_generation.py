@@ -99,3 +99,70 @@ def test_top_k_top_p_filtering():
     kept = ~torch.isinf(filter_top_k_top_p(probs, top_p=0.75))
     assert kept.tolist() == [[True, True, False, False]]
     assert (~torch.isinf(filter_top_k_top_p(probs, top_p=0.01))).sum() == 1
+
+
+# -- multimodal prompts: greedy ids identical to the reference's generate --------------------------------------------
+
+
+def _multimodal_batch(prompt, seed=0):
+    """The processor-layout batch for a test_positions.Prompt: random patches and log-mel frames of the right sizes."""
+    from reference import AUDIO, VISION
+
+    g = torch.Generator().manual_seed(seed)
+    ids, mask = prompt.batch()
+    m = prompt.media()
+    patch = 3 * VISION["temporal_patch_size"] * VISION["patch_size"] ** 2
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if m["image_grid_thw"] is not None:
+        batch["image_grid_thw"] = m["image_grid_thw"]
+        batch["pixel_values"] = torch.randn(int(m["image_grid_thw"].prod(-1).sum()), patch, generator=g)
+    if m["video_grid_thw"] is not None:
+        batch["video_grid_thw"] = m["video_grid_thw"]
+        batch["video_second_per_grid"] = m["video_second_per_grid"]
+        batch["pixel_values_videos"] = torch.randn(int(m["video_grid_thw"].prod(-1).sum()), patch, generator=g)
+    if m["audio_feature_lengths"] is not None:
+        frames = m["audio_feature_lengths"]
+        batch["input_features"] = torch.randn(len(frames), AUDIO["num_mel_bins"], int(frames.max()), generator=g)
+        batch["feature_attention_mask"] = (torch.arange(int(frames.max()))[None] < frames[:, None]).long()
+    return batch
+
+
+LAYOUTS = {
+    "image": lambda P: P().row(("text", 3), ("image", (1, 4, 6)), ("text", 2)),
+    "audio": lambda P: P().row(("text", 2), ("audio", 130), ("text", 3)),
+    "video": lambda P: P().row(("text", 1), ("video", (3, 4, 4), 0.75), ("text", 2)),
+    "audio_in_video": lambda P: P().row(("text", 2), ("aiv", (2, 4, 4), 1.0, 90), ("text", 2)),
+    "mixed_batch_padded": lambda P: P().row(("text", 2), ("image", (1, 4, 4)), ("audio", 60), ("text", 1))
+    .row(("text", 9), ("video", (2, 4, 8), 0.5), ("text", 3)),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_generate_greedy_matches_reference_multimodal(pair, layout):
+    from test_positions import Prompt
+
+    ref, model = pair
+    batch = _multimodal_batch(LAYOUTS[layout](Prompt))
+    aiv = layout == "audio_in_video"
+    want = _reference_greedy(ref, {**batch, "use_audio_in_video": aiv}, 32)
+    got = model.generate({**batch, "use_audio_in_video": aiv}, max_new_tokens=32, eos_token_ids=())
+    assert torch.equal(got, want)
+
+
+def test_stream_speak_yields_text_then_the_same_speech_as_generate(tmp_path):
+    """On the tiny demo checkpoint (it ships a tokenizer): stream(speak=True) = generate(speak=True), piece by piece.
+    generate(speak=True) itself is checked against the reference in tests/test_talker.py."""
+    from omni.demo import build_tiny_checkpoint
+
+    model = omni.load(build_tiny_checkpoint(str(tmp_path / "tiny")), quiet=True)
+    conv = [{"role": "user", "content": "say something"}]
+    opts = dict(max_new_tokens=5, seed=3, voice="aiden", speech={"max_frames": 14})
+    full = model.generate(conv, speak=True, **opts)
+    pieces = list(model.stream(conv, speak=True, audio_chunk_frames=4, **opts))
+    n_text = next(i for i, p in enumerate(pieces) if torch.is_tensor(p))
+    assert all(isinstance(p, str) for p in pieces[:n_text]) and all(torch.is_tensor(p) for p in pieces[n_text:])
+    assert "".join(pieces[:n_text]) == full.text[0]
+    audio = torch.cat(pieces[n_text:])
+    assert len(pieces) - n_text >= 3  # 14 frames in chunks of 4: speech arrives before the Talker is done
+    assert audio.shape[0] == int(full.audio_lengths[0]) and (audio - full.audio[0, 0]).abs().max() < 1e-4
+    assert full.codes.shape == (1, model.config.code2wav_config.num_quantizers, 14)

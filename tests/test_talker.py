@@ -305,3 +305,35 @@ def test_speak_with_the_omni_thinker_audio_and_image_prompt(tmp_path):
     reply = seen["thinker"].sequences[:, ids.shape[1]:]
     got = speak(model, batch, reply, thinker_eos_token_ids=(IM_END,), do_sample=False, max_frames=7)
     assert torch.equal(got.codes, seen["codes"])
+
+
+# -- OmniModel.generate / stream with speak=True ------------------------------------------------------------------
+
+
+def test_generate_speak_matches_reference_waveform(tmp_path):
+    """model.generate(speak=True) end to end (Thinker -> Talker -> Code2Wav) vs the reference's generate(return_audio)."""
+    ref = _build(tmp_path)
+    model = omni.load(tmp_path, quiet=True)  # every component
+    ids = torch.tensor([_prompt()])
+    sequences, ref_wav = ref.generate(ids, speaker="chelsie", return_audio=True, thinker_max_new_tokens=8,
+                                      thinker_eos_token_id=IM_END, thinker_do_sample=False, talker_do_sample=False,
+                                      talker_max_new_tokens=12)
+    got = model.generate({"input_ids": ids}, max_new_tokens=8, eos_token_ids=(IM_END,), speak=True, voice="chelsie",
+                         speech={"do_sample": False, "max_frames": 11})
+    assert torch.equal(got.tokens, sequences[:, ids.shape[1]:])
+    assert got.audio.shape == ref_wav.shape and int(got.audio_lengths[0]) == ref_wav.shape[-1]
+    assert (got.audio - ref_wav).abs().max() < 1e-4
+
+    # model.stream(speak=True) is checked against this generate in tests/test_generation.py
+
+
+def test_generate_speak_checks_the_voice_and_components_first(tmp_path):
+    _build(tmp_path)
+    model = omni.load(tmp_path, components=("thinker", "talker"), quiet=True)
+    batch = {"input_ids": torch.tensor([_prompt()])}
+    with pytest.raises(omni.InputError, match="code2wav"):
+        model.generate(batch, speak=True)
+    model = omni.load(tmp_path, quiet=True)
+    with pytest.raises(omni.InputError, match="available voices: \\['chelsie', 'ethan'\\]"):
+        model.generate(batch, speak=True, voice="nobody")
+    assert model.generate(batch, max_new_tokens=2).shape == (1, 2)  # still healthy
