@@ -51,6 +51,14 @@ def text_position_ids(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch
     return pos[None].expand(3, -1, -1), delta
 
 
+def _check_frame_count(n_frames) -> None:
+    if isinstance(n_frames, torch.Tensor):
+        if n_frames.is_floating_point() or bool((n_frames < 0).any()):
+            raise InputError(f"audio feature lengths must be non-negative integers, got {n_frames.tolist()}")
+    elif not isinstance(n_frames, int) or n_frames < 0:
+        raise InputError(f"audio feature length must be a non-negative integer, got {n_frames!r}")
+
+
 def audio_token_count(n_frames, n_window: int = 50):
     """Number of audio tokens the AuT encoder makes from `n_frames` mel frames (int or integer tensor).
 
@@ -58,16 +66,23 @@ def audio_token_count(n_frames, n_window: int = 50):
     gives ceil(ceil(ceil(r / 2) / 2) / 2) (three stride-2 convolutions, each rounding up). E.g. 100 -> 13,
     250 -> 13 + 13 + 7 = 33.
     """
-    if isinstance(n_frames, torch.Tensor):
-        if n_frames.is_floating_point() or bool((n_frames < 0).any()):
-            raise InputError(f"audio feature lengths must be non-negative integers, got {n_frames.tolist()}")
-    elif not isinstance(n_frames, int) or n_frames < 0:
-        raise InputError(f"audio feature length must be a non-negative integer, got {n_frames!r}")
+    _check_frame_count(n_frames)
     chunk = 2 * n_window
     rest = n_frames % chunk
     for _ in range(3):  # three stride-2 convs, each ceil(x / 2)
         rest = (rest + 1) // 2
     return (n_frames // chunk) * _TOKENS_PER_FULL_CHUNK + rest
+
+
+def pooled_audio_token_count(n_frames):
+    """Number of audio tokens the Qwen2.5-Omni (Whisper-style) encoder makes from `n_frames` mel frames.
+
+    A stride-2 convolution keeps (n - 1) // 2 + 1 steps, then 2x average pooling keeps whole pairs only:
+    100 frames (1 s) -> 50 steps -> 25 tokens; 101 frames -> 51 steps -> 25 tokens. int or integer tensor.
+    """
+    _check_frame_count(n_frames)
+    steps = (n_frames - 1) // 2 + 1
+    return (steps - 2) // 2 + 1
 
 
 def next_position_ids(rope_deltas: torch.Tensor, past_length, num_new: int = 1) -> torch.Tensor:

@@ -53,13 +53,16 @@ def sinusoid_table(length: int, channels: int, max_timescale: float = 10000.0) -
 
 
 class AudioAttention(nn.Module):
-    """Multi-head self-attention with biased projections over windows packed as a batch: x (W, L, D)."""
+    """Multi-head self-attention with biased projections over windows packed as a batch: x (W, L, D).
 
-    def __init__(self, dim: int, n_heads: int):
+    k_bias: Qwen3-Omni's key projection has a bias, Qwen2.5-Omni's (Whisper-style) has none.
+    """
+
+    def __init__(self, dim: int, n_heads: int, k_bias: bool = True):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, dim // n_heads
         self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim, bias=k_bias)
         self.v_proj = nn.Linear(dim, dim)
         self.o_proj = nn.Linear(dim, dim)
 
@@ -85,10 +88,10 @@ class AudioMLP(nn.Module):
 class AudioLayer(nn.Module):
     """Pre-LayerNorm transformer layer."""
 
-    def __init__(self, cfg: AudioConfig, approximate: str):
+    def __init__(self, cfg: AudioConfig, approximate: str, k_bias: bool = True):
         super().__init__()
         self.attn_norm = nn.LayerNorm(cfg.d_model)
-        self.attn = AudioAttention(cfg.d_model, cfg.encoder_attention_heads)
+        self.attn = AudioAttention(cfg.d_model, cfg.encoder_attention_heads, k_bias)
         self.mlp_norm = nn.LayerNorm(cfg.d_model)
         self.mlp = AudioMLP(cfg.d_model, cfg.encoder_ffn_dim, approximate)
 
@@ -101,7 +104,61 @@ class AudioLayer(nn.Module):
         return x
 
 
-class AudioTokenizer(nn.Module):
+class AudioEncoderBase(nn.Module):
+    """What both releases' audio towers share: input checks, packing runs of frames / tokens into padded pieces,
+    and the transformer layers over those pieces (subclasses set `cfg`, `layers`, `gradient_checkpointing`)."""
+
+    def _check(self, feats: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate the inputs; returns the mask (all frames valid when None) and the valid frames per clip (B,)."""
+        n_mels = self.cfg.num_mel_bins
+        if not torch.is_tensor(feats) or feats.dim() != 3 or feats.shape[1] != n_mels:
+            shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
+            raise InputError(f"input_features must be (batch, {n_mels} mel bins, frames), got {shape}; "
+                             "make them with omni.tokenizers.audio_features.log_mel_features")
+        if mask is None:  # no mask: every frame of every clip is real
+            mask = feats.new_ones(feats.shape[0], feats.shape[2], dtype=torch.long)
+        if not torch.is_tensor(mask) or tuple(mask.shape) != (feats.shape[0], feats.shape[2]):
+            shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+            raise InputError(f"feature_attention_mask must be (batch, frames) = {(feats.shape[0], feats.shape[2])}, "
+                             f"got {shape}")
+        lengths = mask.bool().sum(-1)  # (B,)
+        if bool((lengths == 0).any()):
+            raise InputError(f"audio clip(s) {(lengths == 0).nonzero().flatten().tolist()} have no valid mel frame "
+                             "in feature_attention_mask; drop empty clips before encoding")
+        return mask, lengths
+
+    @staticmethod
+    def _pack(flat: torch.Tensor, lengths: torch.Tensor, size: int):
+        """Cut each run of `lengths` rows of `flat` (N, ...) into pieces of `size`, pad them into a batch.
+
+        Returns (packed (P, L, ...), valid (P, L) bool, piece lengths (P,)) with L the longest piece.
+        """
+        device = flat.device
+        count = (lengths + size - 1) // size  # pieces per run
+        run = torch.repeat_interleave(torch.arange(len(lengths), device=device), count)  # (P,)
+        first = torch.cumsum(count, 0) - count  # index of each run's first piece
+        k = torch.arange(len(run), device=device) - first[run]  # piece number inside its run
+        piece = torch.clamp(lengths[run] - k * size, max=size)  # (P,)
+        start = (torch.cumsum(lengths, 0) - lengths)[run] + k * size
+        width = int(piece.max())
+        steps = torch.arange(width, device=device)
+        valid = steps[None] < piece[:, None]  # (P, L)
+        index = (start[:, None] + steps[None]).clamp(max=flat.shape[0] - 1)
+        packed = flat[index] * valid.view(*valid.shape, *([1] * (flat.dim() - 1))).to(flat.dtype)
+        return packed, valid, piece
+
+    def _run_layers(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The layers over pieces x (P, L, D), attention only among each piece's valid steps; returns (N, D)."""
+        mask = None if bool(valid.all()) else valid[:, None, None, :]  # (P, 1, 1, L)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
+        return x[valid]
+
+
+class AudioTokenizer(AudioEncoderBase):
     """The audio tower. `forward(input_features (B, n_mels, T), feature_attention_mask (B, T)) -> (N, output_dim)`."""
 
     def __init__(self, cfg: AudioConfig):
@@ -140,45 +197,6 @@ class AudioTokenizer(nn.Module):
         device = None if self.positions.is_meta else self.positions.device
         self.positions = sinusoid_table(self.chunk_tokens, self.cfg.d_model).to(device)
 
-    # -- layout -------------------------------------------------------------------------------------------------
-
-    def _check(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Validate the inputs; returns the valid frame count of each clip (B,)."""
-        n_mels = self.cfg.num_mel_bins
-        if not torch.is_tensor(feats) or feats.dim() != 3 or feats.shape[1] != n_mels:
-            shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
-            raise InputError(f"input_features must be (batch, {n_mels} mel bins, frames), got {shape}; "
-                             "make them with omni.tokenizers.audio_features.log_mel_features")
-        if not torch.is_tensor(mask) or tuple(mask.shape) != (feats.shape[0], feats.shape[2]):
-            shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
-            raise InputError(f"feature_attention_mask must be (batch, frames) = {(feats.shape[0], feats.shape[2])}, "
-                             f"got {shape}")
-        lengths = mask.bool().sum(-1)  # (B,)
-        if bool((lengths == 0).any()):
-            raise InputError(f"audio clip(s) {(lengths == 0).nonzero().flatten().tolist()} have no valid mel frame "
-                             "in feature_attention_mask; drop empty clips before encoding")
-        return lengths
-
-    @staticmethod
-    def _pack(flat: torch.Tensor, lengths: torch.Tensor, size: int):
-        """Cut each run of `lengths` rows of `flat` (N, ...) into pieces of `size`, pad them into a batch.
-
-        Returns (packed (P, L, ...), valid (P, L) bool, piece lengths (P,)) with L the longest piece.
-        """
-        device = flat.device
-        count = (lengths + size - 1) // size  # pieces per run
-        run = torch.repeat_interleave(torch.arange(len(lengths), device=device), count)  # (P,)
-        first = torch.cumsum(count, 0) - count  # index of each run's first piece
-        k = torch.arange(len(run), device=device) - first[run]  # piece number inside its run
-        piece = torch.clamp(lengths[run] - k * size, max=size)  # (P,)
-        start = (torch.cumsum(lengths, 0) - lengths)[run] + k * size
-        width = int(piece.max())
-        steps = torch.arange(width, device=device)
-        valid = steps[None] < piece[:, None]  # (P, L)
-        index = (start[:, None] + steps[None]).clamp(max=flat.shape[0] - 1)
-        packed = flat[index] * valid.view(*valid.shape, *([1] * (flat.dim() - 1))).to(flat.dtype)
-        return packed, valid, piece
-
     # -- forward -----------------------------------------------------------------------------------------------
 
     def _conv_stem(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -193,11 +211,7 @@ class AudioTokenizer(nn.Module):
         return torch.cat(out)
 
     def forward(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if feature_attention_mask is None and torch.is_tensor(input_features) and input_features.dim() == 3:
-            # no mask: every frame of every clip is real
-            feature_attention_mask = input_features.new_ones(input_features.shape[0], input_features.shape[2],
-                                                             dtype=torch.long)
-        lengths = self._check(input_features, feature_attention_mask)  # (B,) valid frames per clip
+        feature_attention_mask, lengths = self._check(input_features, feature_attention_mask)  # lengths (B,)
         dtype = self.conv1.weight.dtype
         frames = input_features.transpose(1, 2)[feature_attention_mask.bool()].to(dtype)  # (sum T_b, n_mels)
 
@@ -213,11 +227,5 @@ class AudioTokenizer(nn.Module):
         window = int(chunk_tokens.max()) * (self.cfg.n_window_infer // self.chunk)
         clip_tokens = audio_token_count(lengths, self.cfg.n_window)  # (B,)
         x, valid, _ = self._pack(x, clip_tokens, window)  # (W, L, D), (W, L)
-        mask = None if bool(valid.all()) else valid[:, None, None, :]  # (W, 1, 1, L)
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, mask, use_reentrant=False)
-            else:
-                x = layer(x, mask)
-        x = self.norm_out(x[valid])  # (N, D)
+        x = self.norm_out(self._run_layers(x, valid))  # (N, D)
         return self.proj2(F.gelu(self.proj1(x), approximate=self.approximate))  # (N, output_dim)
