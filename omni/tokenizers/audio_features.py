@@ -205,10 +205,18 @@ def resample(wave, orig_sr: int, new_sr: int) -> np.ndarray:
     if new * (orig + 2 * W + 1) <= 1 << 22:
         # usual rates (44.1k, 48k, 22.05k, 8k...): one strided conv1d. Block m of `orig` inputs makes outputs
         # m*new .. m*new+new-1; phase p's taps sit at offset[p] inside a kernel of orig + 2W + 1 taps.
-        kernel = torch.zeros(new, orig + 2 * W + 1)
+        K = orig + 2 * W + 1
+        kernel = torch.zeros(new, K)
         cols = offset[:, None] + torch.arange(2 * W + 1)
         kernel.scatter_(1, cols, bank)
-        out = F.conv1d(xp.view(1, 1, -1), kernel[:, None], stride=orig)[0]  # (new, blocks)
+        blocks = (xp.shape[0] - K) // orig + 1
+        # a few million outputs per call: one conv over a 20-minute clip needs several times the clip in scratch
+        step = max(1, (1 << 22) // new)
+        out = torch.cat([
+            F.conv1d(xp[b * orig: (min(b + step, blocks) - 1) * orig + K].view(1, 1, -1), kernel[:, None],
+                     stride=orig)[0]  # (new, blocks in this piece)
+            for b in range(0, blocks, step)
+        ], dim=1)
         return out.t().reshape(-1)[:n_out].contiguous().numpy()
     # rare ratios with many phases (e.g. 16001 -> 16000): gather the taps of each output in blocks instead
     taps = torch.arange(2 * W + 1)
