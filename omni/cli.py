@@ -23,7 +23,7 @@ def _add_model(p, help_text="checkpoint directory or hub repo id"):
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out_dir=args.save, max_new_tokens=args.max_new_tokens)
+    run_demo(out_dir=args.save, max_new_tokens=args.max_new_tokens, wav_out=args.wav, voice=args.voice)
     return 0
 
 
@@ -45,22 +45,32 @@ def cmd_generate(args) -> int:
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
     if args.speak:
-        result = model.generate(messages, use_audio_in_video=args.audio_in_video, speak=True, voice=args.voice,
-                                quiet=args.quiet, **options)
-        print(result.text[0])
-        from .speech_io import write_wav
-
-        write_wav(args.speak, result.audio[0, 0])
-        print(f"wrote {args.speak}", file=sys.stderr)
-        return 0
+        options.update(speak=True, voice=args.voice, speech={"max_frames": args.max_speech_frames})
     if args.stream:
+        audio = []
         for piece in model.stream(messages, use_audio_in_video=args.audio_in_video, **options):
-            print(piece, end="", flush=True)
+            if isinstance(piece, str):
+                print(piece, end="", flush=True)
+            else:
+                audio.append(piece)
         print()
+        if args.speak:
+            import torch
+
+            _write_speech(args.speak, torch.cat(audio) if audio else torch.zeros(0))
         return 0
     result = model.generate(messages, use_audio_in_video=args.audio_in_video, quiet=args.quiet, **options)
     print(result.text[0])
+    if args.speak:
+        _write_speech(args.speak, result.audio[0, 0, : int(result.audio_lengths[0])])
     return 0
+
+
+def _write_speech(path: str, waveform) -> None:
+    from .speech_io import write_wav
+
+    write_wav(path, waveform)
+    print(f"wrote {waveform.shape[-1] / 24000:.2f} s of speech to {path}", file=sys.stderr)
 
 
 def _count(module) -> int:
@@ -162,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--save", default=None, help="keep the tiny checkpoint in this directory")
     d.add_argument("--max-new-tokens", type=int, default=16, help="reply length in tokens (default: 16)")
+    d.add_argument("--wav", default=None, help="where to write the spoken reply (default: omni-demo.wav in --save "
+                   "or the current directory)")
+    d.add_argument("--voice", default="ethan", help="speaker name (default: ethan)")
     d.set_defaults(func=cmd_demo)
 
     g = sub.add_parser(
@@ -184,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="random seed for sampling (reproducible replies)")
     g.add_argument("--stream", action="store_true", help="print the reply as it is produced")
     g.add_argument("--speak", default=None, metavar="OUT.wav", help="also synthesise speech into this wav file")
-    g.add_argument("--voice", default=None, help="speaker name (see `omni info`)")
+    g.add_argument("--voice", default="ethan", help="speaker name (see `omni info`; default: ethan)")
+    g.add_argument("--max-speech-frames", type=int, default=4095,
+                   help="speech length limit in codec frames (12.5 per second; default: the reference's 4095)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_generate)
 

@@ -111,8 +111,10 @@ def synthetic_media(seed: int = 0):
     return image, audio, video
 
 
-def run_demo(out_dir: str | None = None, max_new_tokens: int = 16, print_fn=print) -> dict:
-    """Run one mixed request (text + image + audio + video) through the tiny random model; returns a summary."""
+def run_demo(out_dir: str | None = None, max_new_tokens: int = 16, print_fn=print, wav_out: str | None = None,
+             voice: str = "ethan", speech_frames: int = 25) -> dict:
+    """Run one mixed request (text + image + audio + video) through the tiny random model, speak the reply and
+    write it to `wav_out` (default: omni-demo.wav in `out_dir` or the current directory); returns a summary."""
     import tempfile
 
     from .api import load
@@ -159,6 +161,14 @@ def run_demo(out_dir: str | None = None, max_new_tokens: int = 16, print_fn=prin
         tokens = timed("generate", lambda: model.generate(batch, max_new_tokens=max_new_tokens))
         shapes["generated tokens"] = tuple(tokens.shape)
         text = model.processor.tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True)
+        speech = None
+        if model.talker is not None and model.code2wav is not None and tokens.shape[1] > 0:
+            # random weights never say codec-eos on purpose: cap the frames (12.5 per second of speech)
+            speech = timed("speak (talker + code2wav)", lambda: model.generate(
+                batch, max_new_tokens=max_new_tokens, speak=True, voice=voice, speech={"max_frames": speech_frames,
+                                                                                      "seed": 0}))
+            shapes["speech codes"] = tuple(speech.codes.shape)
+            shapes["waveform (24 kHz)"] = tuple(speech.audio.shape)
         print_fn("\nshapes:")
         for k, v in shapes.items():
             print_fn(f"  {k:28s} {v}")
@@ -167,4 +177,12 @@ def run_demo(out_dir: str | None = None, max_new_tokens: int = 16, print_fn=prin
             print_fn(f"  {k:28s} {v * 1000:8.1f} ms")
         print_fn(f"\ngenerated ids: {tokens[0].tolist()}")
         print_fn(f"decoded (random weights): {text!r}")
-        return {"shapes": shapes, "timings": timings, "tokens": tokens, "text": text}
+        wav_path = None
+        if speech is not None:
+            from .speech_io import write_wav
+
+            wav_path = wav_out or os.path.join(out_dir or os.getcwd(), "omni-demo.wav")
+            n = int(speech.audio_lengths[0])
+            write_wav(wav_path, speech.audio[0, 0, :n])
+            print_fn(f"speech ({voice}, random weights: noise): {n / 24000:.2f} s -> {wav_path}")
+        return {"shapes": shapes, "timings": timings, "tokens": tokens, "text": text, "wav": wav_path}

@@ -49,6 +49,10 @@ def test_cli_demo(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "RANDOM weights" in r.stdout and "generated ids" in r.stdout
     assert os.path.isfile(tmp_path / "demo" / "config.json")
+    import soundfile as sf
+
+    wav, rate = sf.read(tmp_path / "demo" / "omni-demo.wav")
+    assert rate == 24000 and len(wav) > 0 and "speech codes" in r.stdout
 
 
 def test_cli_generate(tiny_dir):
@@ -56,6 +60,20 @@ def test_cli_generate(tiny_dir):
     assert r.returncode == 0, r.stderr
     r2 = run("generate", "--model", tiny_dir, "--prompt", "hello", "--max-new-tokens", "5", "--quiet", "--stream")
     assert r2.returncode == 0, r2.stderr
+
+
+def test_cli_generate_speak_writes_a_wav(tiny_dir, tmp_path):
+    import soundfile as sf
+
+    for extra in ((), ("--stream",)):
+        out = tmp_path / f"reply{len(extra)}.wav"
+        r = run("generate", "--model", tiny_dir, "--prompt", "hello", "--max-new-tokens", "4", "--quiet", "--seed",
+                "1", "--speak", str(out), "--voice", "chelsie", "--max-speech-frames", "6", *extra)
+        assert r.returncode == 0, r.stderr
+        wav, rate = sf.read(out)
+        assert rate == 24000 and 0 < len(wav) <= 6 * 1920
+    r = run("generate", "--model", tiny_dir, "--prompt", "hi", "--speak", str(tmp_path / "x.wav"), "--voice", "nobody")
+    assert r.returncode == 2 and "available voices" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_convert_casts_and_reshards(tiny_dir, tmp_path):
