@@ -47,3 +47,23 @@ def build_reference(directory, seed=0, **overrides):
             p.copy_(centre + 0.1 * torch.randn_like(p))
     model.save_pretrained(directory)
     return model
+
+
+def load_part(directory, module, prefix: str):
+    """Fill a standalone omni module (e.g. a tower) from the checkpoint in `directory` through the production
+    key map: the tensors whose omni names start with `prefix`, loaded strictly (any mismatch raises)."""
+    import glob
+    import os
+
+    from safetensors.torch import load_file
+
+    from omni.checkpoints.qwen2_5_omni import KEY_MAP
+
+    state = {}
+    for file in glob.glob(os.path.join(directory, "*.safetensors")):
+        for key, tensor in load_file(file).items():
+            mapped = KEY_MAP.to_omni(key)
+            if mapped is not None and mapped.name.startswith(prefix):
+                state[mapped.name[len(prefix):]] = tensor
+    module.load_state_dict(state, strict=True)
+    return module.eval()

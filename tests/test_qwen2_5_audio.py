@@ -1,34 +1,19 @@
 """Parity of omni's Qwen2.5-Omni audio tower with the reference (Qwen2_5OmniAudioEncoder), fp32 <= 1e-4."""
 
-import glob
-import os
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from omni.checkpoints.qwen2_5_omni import KEY_MAP
 from omni.config import OmniConfig
 from omni.errors import InputError
 from omni.positions import pooled_audio_token_count
 from omni.tokenizers.audio_qwen2_5 import Qwen25AudioTokenizer
 
-from reference_qwen2_5 import build_reference
-
-PREFIX = "thinker.audio."
+from reference_qwen2_5 import build_reference, load_part
 
 
 def load_audio(directory) -> Qwen25AudioTokenizer:
-    """A standalone tower filled from the checkpoint through the production key map (strict)."""
-    model = Qwen25AudioTokenizer(OmniConfig.from_pretrained(directory).thinker.audio_config)
-    state = {}
-    for file in glob.glob(os.path.join(directory, "*.safetensors")):
-        for key, tensor in load_file(file).items():
-            mapped = KEY_MAP.to_omni(key)
-            if mapped is not None and mapped.name.startswith(PREFIX):
-                state[mapped.name[len(PREFIX):]] = tensor
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    cfg = OmniConfig.from_pretrained(directory).thinker.audio_config
+    return load_part(directory, Qwen25AudioTokenizer(cfg), "thinker.audio.")
 
 
 @pytest.fixture(scope="module")

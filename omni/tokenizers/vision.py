@@ -33,10 +33,10 @@ DEFAULT_ROPE_THETA = 10000.0  # the release's vision config carries no theta; th
 class PatchEmbed(nn.Module):
     """Conv3d with kernel == stride over one patch cube each: exactly a linear map of the flattened cube."""
 
-    def __init__(self, in_channels: int, temporal: int, patch: int, dim: int):
+    def __init__(self, in_channels: int, temporal: int, patch: int, dim: int, bias: bool = True):
         super().__init__()
         k = (temporal, patch, patch)
-        self.proj = nn.Conv3d(in_channels, dim, kernel_size=k, stride=k, bias=True)  # weight (D, C, T, P, P)
+        self.proj = nn.Conv3d(in_channels, dim, kernel_size=k, stride=k, bias=bias)  # weight (D, C, T, P, P)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C*T*P*P) -> (N, D)
         w = self.proj.weight
@@ -66,6 +66,66 @@ class VisionRotary(nn.Module):
         return emb.cos(), emb.sin()
 
 
+def segment_attention(q, k, v, cos, sin, segments: list[tuple[int, int]]) -> torch.Tensor:
+    """Rotary + full attention inside consecutive segments of packed patches: q, k, v (N, H, Dh) -> (N, H*Dh).
+
+    segments: runs of (count, length), `count` back-to-back segments of `length` patches each, attended to in one
+    batched call (frames of one item, same-sized windows, ...). No patch attends outside its own segment.
+    """
+    N, H, Dh = q.shape
+    # rotary in fp32 (the reference does), then back to the activation dtype
+    q = apply_rope(q.float(), cos, sin).to(v.dtype)
+    k = apply_rope(k.float(), cos, sin).to(v.dtype)
+    out = torch.empty_like(q)
+    start = 0
+    for count, length in segments:
+        end = start + count * length
+        qi, ki, vi = (t[start:end].view(count, length, H, Dh).transpose(1, 2) for t in (q, k, v))  # (count, H, L, Dh)
+        out[start:end] = sdpa(qi, ki, vi).transpose(1, 2).reshape(end - start, H, Dh)
+        start = end
+    return out.view(N, H * Dh)
+
+
+def runs(lengths) -> list[tuple[int, int]]:
+    """Segment lengths [4, 4, 4, 2, 4] -> runs of equal lengths [(3, 4), (1, 2), (1, 4)] for `segment_attention`."""
+    out: list[tuple[int, int]] = []
+    for n in lengths:
+        if out and out[-1][1] == n:
+            out[-1] = (out[-1][0] + 1, n)
+        else:
+            out.append((1, n))
+    return out
+
+
+def merge_block_order(h: int, w: int, merge: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of every patch of one h x w frame, in merge-block order: (h*w,), (h*w,)."""
+    m = merge
+    rows = torch.arange(h, device=device).view(h // m, m, 1, 1).expand(h // m, m, w // m, m)
+    cols = torch.arange(w, device=device).view(1, 1, w // m, m).expand(h // m, m, w // m, m)
+    # (block_row, in_row, block_col, in_col) -> (block_row, block_col, in_row, in_col)
+    return rows.permute(0, 2, 1, 3).reshape(-1), cols.permute(0, 2, 1, 3).reshape(-1)
+
+
+def check_pixels(pixel_values, grid_thw, patch_dim: int, merge: int) -> list[tuple[int, int, int]]:
+    """Validate a vision tower's inputs; returns the (t, h, w) grid of every item."""
+    if not torch.is_tensor(pixel_values) or pixel_values.dim() != 2 or pixel_values.shape[1] != patch_dim:
+        shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+        raise InputError(f"pixel_values must be (num_patches, {patch_dim}) = (N, C*T*P*P), got {shape}; "
+                         "use omni.tokenizers.image.preprocess_images / video.preprocess_videos")
+    grid = torch.as_tensor(grid_thw)
+    if grid.dim() != 2 or grid.shape[1] != 3 or grid.shape[0] == 0:
+        raise InputError(f"grid_thw must be (num_items, 3) = (t, h, w) per item, got shape {tuple(grid.shape)}")
+    items = [tuple(int(v) for v in row) for row in grid.tolist()]
+    for t, h, w in items:
+        if t <= 0 or h <= 0 or w <= 0 or h % merge or w % merge:
+            raise InputError(f"grid_thw row {(t, h, w)}: all sizes must be positive and h, w multiples of "
+                             f"spatial_merge_size {merge}")
+    total = sum(t * h * w for t, h, w in items)
+    if total != pixel_values.shape[0]:
+        raise InputError(f"grid_thw describes {total} patches but pixel_values has {pixel_values.shape[0]} rows")
+    return items
+
+
 class VisionAttention(nn.Module):
     """Full (non-causal) attention inside each frame of each item; fused qkv (q, k, v order) with biases."""
 
@@ -76,20 +136,9 @@ class VisionAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=True)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: list[tuple[int, int]]):
-        N, D = x.shape
+        N, _ = x.shape
         q, k, v = self.qkv(x).view(N, 3, self.n_heads, self.head_dim).unbind(1)  # each (N, H, Dh)
-        # rotary in fp32 (the reference does), then back to the activation dtype
-        q = apply_rope(q.float(), cos, sin).to(x.dtype)
-        k = apply_rope(k.float(), cos, sin).to(x.dtype)
-        out = torch.empty_like(q)
-        start = 0
-        for frames, length in segments:  # `frames` equal-length segments, attended to in one batched call
-            end = start + frames * length
-            qi, ki, vi = (t[start:end].view(frames, length, self.n_heads, self.head_dim).transpose(1, 2)
-                          for t in (q, k, v))  # (frames, H, L, Dh)
-            out[start:end] = sdpa(qi, ki, vi).transpose(1, 2).reshape(end - start, self.n_heads, self.head_dim)
-            start = end
-        return self.proj(out.view(N, D))
+        return self.proj(segment_attention(q, k, v, cos, sin, segments))
 
 
 class VisionMLP(nn.Module):
@@ -120,11 +169,11 @@ class PatchMerger(nn.Module):
     """m x m neighbouring patches -> one LLM token. The final merger normalises each patch before the concat
     (norm width D); the DeepStack mergers normalise the concatenated vector (norm width m²·D)."""
 
-    def __init__(self, dim: int, merge: int, out_dim: int, norm_after_concat: bool):
+    def __init__(self, dim: int, merge: int, out_dim: int, norm_after_concat: bool, norm=nn.LayerNorm):
         super().__init__()
         self.width = dim * merge * merge
         self.norm_after_concat = norm_after_concat
-        self.norm = nn.LayerNorm(self.width if norm_after_concat else dim, eps=1e-6)
+        self.norm = norm(self.width if norm_after_concat else dim, 1e-6)  # (width, eps): LayerNorm or RMSNorm
         self.fc1 = nn.Linear(self.width, self.width, bias=True)
         self.fc2 = nn.Linear(self.width, out_dim, bias=True)
 
@@ -174,32 +223,6 @@ class VisionTokenizer(nn.Module):
 
     # -- per-item layout ---------------------------------------------------------------------------------------
 
-    def _check(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[tuple[int, int, int]]:
-        if not torch.is_tensor(pixel_values) or pixel_values.dim() != 2 or pixel_values.shape[1] != self.patch_dim:
-            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
-            raise InputError(f"pixel_values must be (num_patches, {self.patch_dim}) = (N, C*T*P*P), got {shape}; "
-                             "use omni.tokenizers.image.preprocess_images / video.preprocess_videos")
-        grid = torch.as_tensor(grid_thw)
-        if grid.dim() != 2 or grid.shape[1] != 3 or grid.shape[0] == 0:
-            raise InputError(f"grid_thw must be (num_items, 3) = (t, h, w) per item, got shape {tuple(grid.shape)}")
-        items = [tuple(int(v) for v in row) for row in grid.tolist()]
-        for t, h, w in items:
-            if t <= 0 or h <= 0 or w <= 0 or h % self.merge or w % self.merge:
-                raise InputError(f"grid_thw row {(t, h, w)}: all sizes must be positive and h, w multiples of "
-                                 f"spatial_merge_size {self.merge}")
-        total = sum(t * h * w for t, h, w in items)
-        if total != pixel_values.shape[0]:
-            raise InputError(f"grid_thw describes {total} patches but pixel_values has {pixel_values.shape[0]} rows")
-        return items
-
-    def _merge_block_order(self, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row and column of every patch of one frame, in merge-block order: (h*w,), (h*w,)."""
-        m = self.merge
-        rows = torch.arange(h, device=device).view(h // m, m, 1, 1).expand(h // m, m, w // m, m)
-        cols = torch.arange(w, device=device).view(1, 1, w // m, m).expand(h // m, m, w // m, m)
-        # (block_row, in_row, block_col, in_col) -> (block_row, block_col, in_row, in_col)
-        return rows.permute(0, 2, 1, 3).reshape(-1), cols.permute(0, 2, 1, 3).reshape(-1)
-
     def _position_embedding(self, h: int, w: int) -> torch.Tensor:
         """The learned side x side table resized to (h, w), align-corners bilinear, in fp32: (h, w, D)."""
         table = self.pos_embed.weight.float().t().reshape(1, -1, self.side, self.side)  # (1, D, side, side)
@@ -209,7 +232,7 @@ class VisionTokenizer(nn.Module):
     # -- forward ------------------------------------------------------------------------------------------------
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor):
-        items = self._check(pixel_values, grid_thw)
+        items = check_pixels(pixel_values, grid_thw, self.patch_dim, self.merge)
         device = pixel_values.device
         x = self.patch_embed(pixel_values)  # (N, D)
 
@@ -217,7 +240,7 @@ class VisionTokenizer(nn.Module):
         per_size = {}  # (h, w) -> (rows, cols, position table in merge-block order), shared by same-sized items
         for t, h, w in items:
             if (h, w) not in per_size:
-                r, c = self._merge_block_order(h, w, device)
+                r, c = merge_block_order(h, w, self.merge, device)
                 per_size[h, w] = r, c, self._position_embedding(h, w)[r, c]  # (h*w,), (h*w,), (h*w, D)
             r, c, table = per_size[h, w]
             pos.append(table.repeat(t, 1))  # same table for every frame: (t*h*w, D)
@@ -226,12 +249,7 @@ class VisionTokenizer(nn.Module):
         x = x + torch.cat(pos).to(x.dtype)
         cos, sin = self.rotary(torch.cat(rows), torch.cat(cols))  # (N, Dh) each
         # attention segments: runs of equal-length frames (consecutive items of one size share one batched call)
-        segments: list[tuple[int, int]] = []
-        for t, h, w in items:
-            if segments and segments[-1][1] == h * w:
-                segments[-1] = (segments[-1][0] + t, h * w)
-            else:
-                segments.append((t, h * w))
+        segments = runs([h * w for t, h, w in items for _ in range(t)])
 
         deepstack = []
         for i, block in enumerate(self.blocks):
