@@ -68,9 +68,10 @@ def _unique_keys(pairs: list) -> dict:
 def _check_shard_name(directory: str, file, key: str) -> None:
     if not isinstance(file, str) or not file.endswith(".safetensors"):
         raise CheckpointError(f"index entry {key!r} names {file!r}: only .safetensors shards are loaded")
-    root = os.path.realpath(directory)
-    path = os.path.realpath(os.path.join(directory, file))
-    if os.path.isabs(file) or os.path.dirname(path) != root:
+    # Judge the name as written, not where links lead: a hub snapshot's files are links into the cache's blob
+    # store, and the index (the untrusted part) can only escape the directory through an absolute path or "..".
+    name = os.path.normpath(file)
+    if os.path.isabs(file) or name == os.pardir or name.startswith(os.pardir + os.sep):
         raise CheckpointError(
             f"index entry {key!r} names {file!r}, which lies outside the checkpoint directory {directory}; "
             "refusing to read it (a corrupt or malicious index)"
