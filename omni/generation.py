@@ -36,6 +36,9 @@ class SamplingConfig:
     pad_token_id: int = 0
     stop_strings: tuple[str, ...] = ()
     seed: int | None = None
+    # decode steps through one torch.compile(fullgraph=True) graph (omni.nn.kv_cache.static_decode_step); True
+    # means the inductor backend, a string names another. The prompt (prefill) always runs eagerly.
+    compile: bool | str = False
 
     def validate(self):
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
@@ -50,6 +53,8 @@ class SamplingConfig:
             raise InputError(f"top_k must be >= 0, got {self.top_k}")
         if self.repetition_penalty <= 0:
             raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not isinstance(self.compile, (bool, str)):
+            raise InputError(f"compile must be True/False or a torch.compile backend name, got {self.compile!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -131,6 +136,7 @@ def decode_steps(
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     generated: list[list[int]] = [[] for _ in range(B)]
     logits = out.logits[:, -1]
+    step_fn = _compiled_step(thinker, cfg.compile) if cfg.compile else None
     for step in range(cfg.max_new_tokens):
         tok = next_token(logits, seen, cfg, step, generator)
         tok = torch.where(finished, torch.full_like(tok, cfg.pad_token_id), tok)
@@ -149,11 +155,38 @@ def decode_steps(
         fed = torch.where(finished, torch.zeros_like(tok), tok)
         seen = torch.cat([seen, fed[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = (mask.sum(-1, keepdim=True) - 1 + delta).to(torch.float)  # (B, 1)
-        out = thinker(
-            input_ids=fed[:, None], attention_mask=mask, position_ids=pos[None].expand(3, -1, -1), cache=cache
-        )
-        logits = out.logits[:, -1]
+        pos = (mask.sum(-1, keepdim=True) - 1 + delta).to(torch.float)[None].expand(3, -1, -1)  # (3, B, 1)
+        if step_fn is None:
+            logits = thinker(input_ids=fed[:, None], attention_mask=mask, position_ids=pos, cache=cache).logits[:, -1]
+        else:
+            logits = _static_step(thinker, step_fn, fed, pos, mask, cache)
+
+
+def _compiled_step(thinker, backend):
+    """torch.compile of the static decode step, built once per Thinker and backend (recompiles only on new shapes)."""
+    from .nn.kv_cache import static_decode_step
+
+    backend = "inductor" if backend is True else backend
+    compiled = thinker.__dict__.setdefault("_compiled_decode_steps", {})
+    if backend not in compiled:
+        compiled[backend] = torch.compile(static_decode_step, fullgraph=True, backend=backend)
+    return compiled[backend]
+
+
+def _static_step(thinker, step_fn, fed, pos, mask, cache) -> torch.Tensor:
+    """One token per row through the compiled step: the cache slots are the mask's columns, so the new token
+    goes to slot `mask.shape[1] - 1` and attends to every real slot up to it."""
+    from .nn.kv_cache import advance
+
+    slot = mask.shape[1] - 1
+    capacity = cache.layers[0].k.shape[2]
+    key_mask = torch.zeros(mask.shape[0], capacity, dtype=torch.bool, device=mask.device)
+    key_mask[:, : slot + 1] = mask.bool()
+    h = thinker.embed_tokens(fed[:, None])
+    hidden = step_fn(thinker.decoder, h, pos, torch.tensor([slot], device=mask.device), key_mask[:, None, None],
+                     cache)
+    advance(cache, 1)
+    return thinker.lm_head(hidden)[:, -1]
 
 
 def generate_tokens(thinker, batch: dict, cfg: SamplingConfig, text_of=None, progress: bool = False) -> torch.Tensor:

@@ -166,3 +166,18 @@ def test_stream_speak_yields_text_then_the_same_speech_as_generate(tmp_path):
     assert len(pieces) - n_text >= 3  # 14 frames in chunks of 4: speech arrives before the Talker is done
     assert audio.shape[0] == int(full.audio_lengths[0]) and (audio - full.audio[0, 0]).abs().max() < 1e-4
     assert full.codes.shape == (1, model.config.code2wav_config.num_quantizers, 14)
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param(True, marks=pytest.mark.slow)])
+def test_compiled_decode_equals_eager_decode(pair, backend):
+    """generate(compile=...) runs every decode step through one fullgraph graph over the static cache."""
+    ref, model = pair
+    ids = torch.randint(0, 200, (2, 7), generator=torch.Generator().manual_seed(9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    batch = {"input_ids": ids, "attention_mask": mask}
+    torch._dynamo.reset()
+    eager = model.generate(batch, max_new_tokens=12, eos_token_ids=())
+    compiled = model.generate(batch, max_new_tokens=12, eos_token_ids=(), compile=backend)
+    assert torch.equal(compiled, eager)
+    assert torch.equal(compiled, _reference_greedy(ref, batch, 12))
