@@ -11,7 +11,8 @@ import torch
 
 from omni.checkpoints.keymap import KeyMap
 from omni.errors import ConfigError, InputError
-from omni.token2wav import BigVGAN, Token2WavConfig
+from omni.errors import CheckpointError
+from omni.token2wav import DiT, BigVGAN, Speaker, Token2Wav, Token2WavConfig, load_speakers, save_speakers
 
 DIT = dict(
     hidden_size=32, num_hidden_layers=4, num_attention_heads=2, head_dim=16, ff_mult=2, emb_dim=16,
@@ -32,6 +33,21 @@ _TOKEN2WAV = {
     "token2wav.code2wav_bigvgan_model.resblocks.{*}": "token2wav.bigvgan.resblocks.{*}",
     "token2wav.code2wav_bigvgan_model.activation_post.{*}": "token2wav.bigvgan.activation_post.{*}",
     "token2wav.code2wav_bigvgan_model.conv_post.{*}": "token2wav.bigvgan.conv_post.{*}",
+    "token2wav.code2wav_dit_model.time_embed.time_mlp.0.{*}": "token2wav.dit.time_embed.fc1.{*}",
+    "token2wav.code2wav_dit_model.time_embed.time_mlp.2.{*}": "token2wav.dit.time_embed.fc2.{*}",
+    "token2wav.code2wav_dit_model.text_embed.codec_embed.weight": "token2wav.dit.codec_embed.weight",
+    "token2wav.code2wav_dit_model.input_embed.proj.{*}": "token2wav.dit.input_proj.{*}",
+    "token2wav.code2wav_dit_model.input_embed.spk_encoder.{*}": "token2wav.dit.speaker_encoder.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn_norm.linear.{*}":
+        "token2wav.dit.blocks.{}.attn_modulation.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_q.{*}": "token2wav.dit.blocks.{}.attn.q_proj.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_k.{*}": "token2wav.dit.blocks.{}.attn.k_proj.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_v.{*}": "token2wav.dit.blocks.{}.attn.v_proj.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_out.0.{*}": "token2wav.dit.blocks.{}.attn.o_proj.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.ff.ff.0.{*}": "token2wav.dit.blocks.{}.ffn.fc1.{*}",
+    "token2wav.code2wav_dit_model.transformer_blocks.{}.ff.ff.3.{*}": "token2wav.dit.blocks.{}.ffn.fc2.{*}",
+    "token2wav.code2wav_dit_model.norm_out.linear.{*}": "token2wav.dit.final_modulation.{*}",
+    "token2wav.code2wav_dit_model.proj_out.{*}": "token2wav.dit.proj_out.{*}",
 }
 KEY_MAP = KeyMap(_TOKEN2WAV)
 
@@ -92,6 +108,59 @@ def test_bigvgan_waveform_matches_reference(reference, config):
     assert diff <= 1e-4, diff
 
 
+@pytest.fixture(scope="module")
+def dit(reference, config):
+    model = DiT(config.dit_config).eval()
+    model.load_state_dict(omni_state(reference, "dit"), strict=True)
+    return model
+
+
+def _dit_inputs(seed=0, batch=1, n_codes=11, ref_frames=20):
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(1, DIT["num_embeds"] + 1, (batch, n_codes), generator=g)
+    speaker = torch.randn(batch, DIT["enc_emb_dim"], generator=g)
+    ref_mel = torch.randn(batch, ref_frames, DIT["mel_dim"], generator=g)
+    return codes, speaker, ref_mel
+
+
+def test_dit_velocity_matches_reference(reference, dit):
+    """One evaluation of the guided velocity field (conditional and unconditional rows), across block edges."""
+    codes, speaker, ref_mel = _dit_inputs(batch=2)
+    T = codes.shape[1] * DIT["repeats"]
+    x = torch.randn(2, T, DIT["mel_dim"])
+    t = torch.tensor(0.37)
+    with torch.no_grad():
+        want = reference.code2wav_dit_model(
+            hidden_states=x, condition_vector=ref_mel, speaker_embedding=speaker[:, None].expand(-1, T, -1),
+            quantized_code=codes, time_step=t, apply_cfg=True)
+        got = dit(torch.cat([x, x]), t, dit.condition(codes, speaker, ref_mel, guidance=True))
+    diff = (got - want).abs().max().item()
+    assert diff <= 1e-5, diff
+
+
+@pytest.mark.parametrize("guidance_scale, num_steps", [(0.5, 10), (0.0, 4)])
+def test_dit_mel_matches_reference(reference, dit, guidance_scale, num_steps):
+    """The whole sampler (10 RK 3/8 steps, sway, guidance), both starting from the same noise."""
+    codes, speaker, ref_mel = _dit_inputs(seed=1)
+    T = codes.shape[1] * DIT["repeats"]
+    torch.manual_seed(5)
+    noise = torch.randn(1, T, DIT["mel_dim"])
+    torch.manual_seed(5)  # the reference draws its noise first thing, with this shape
+    want = reference.code2wav_dit_model.sample(speaker, ref_mel, codes, num_steps, guidance_scale)
+    got = dit.sample(codes, speaker, ref_mel, noise=noise, num_steps=num_steps, guidance_scale=guidance_scale)
+    assert got.shape == (1, DIT["mel_dim"], T)
+    diff = (got - want).abs().max().item()
+    assert diff <= 1e-4, diff
+
+
+def test_dit_rejects_bad_input(dit):
+    codes, speaker, ref_mel = _dit_inputs()
+    with pytest.raises(InputError, match="max_position_embeddings"):
+        dit.sample(torch.ones(1, 200, dtype=torch.long), speaker, ref_mel)
+    with pytest.raises(InputError, match="noise must have shape"):
+        dit.sample(codes, speaker, ref_mel, noise=torch.zeros(1, 3, 8))
+
+
 def test_bigvgan_batch_rows_are_independent(config):
     torch.manual_seed(0)
     vocoder = _randomise(BigVGAN(config.bigvgan_config), 0)
@@ -121,3 +190,60 @@ def test_config_round_trip_and_validation():
         Token2WavConfig.from_dict({"dit_config": {"enc_channels": [8, 8, 8, 8, 8]}})
     with pytest.raises(ConfigError, match="same length"):
         Token2WavConfig.from_dict({"bigvgan_config": {"upsample_rates": [5, 3]}})
+
+
+def test_token2wav_waveform_matches_reference(reference, config, tmp_path):
+    """Codes -> waveform end to end, the voice read back from a speaker file, the same noise in both."""
+    model = Token2Wav(config).eval()
+    model.load_state_dict(omni_state(reference), strict=True)
+    codes, speaker, ref_mel = _dit_inputs(seed=2, n_codes=9)
+    save_speakers({"Chelsie": {"bos_token": 7, "cond": speaker[0], "ref_mel": ref_mel[0]}}, tmp_path / "spk.safetensors")
+    voice = load_speakers(tmp_path / "spk.safetensors")["Chelsie"]
+    assert voice.bos_token == 7
+    T = codes.shape[1] * DIT["repeats"]
+    torch.manual_seed(3)
+    noise = torch.randn(1, T, DIT["mel_dim"])
+    torch.manual_seed(3)
+    with torch.no_grad():
+        want = reference(codes, speaker, ref_mel, num_steps=4)  # 10 steps: see the DiT mel test
+    got = model(codes, voice, noise=noise, num_steps=4)
+    assert got.shape == (1, codes.shape[1] * model.samples_per_code)
+    diff = (got.flatten() - want.flatten()).abs().max().item()
+    print(f"token2wav waveform max abs diff {diff:.2e}")
+    assert diff <= 1e-4, diff
+
+
+def test_speaker_file_errors(tmp_path):
+    (tmp_path / "spk_dict.pt").write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="never loads"):
+        load_speakers(tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"Ethan.cond": torch.zeros(4)}, tmp_path / "spk_dict.safetensors")
+    with pytest.raises(CheckpointError, match="lacks"):
+        load_speakers(tmp_path)
+    save_file({"Ethan": torch.zeros(4)}, tmp_path / "spk_dict.safetensors")
+    with pytest.raises(CheckpointError, match="unexpected key"):
+        load_speakers(tmp_path)
+
+
+def test_token2wav_needs_a_voice(config):
+    model = Token2Wav(config)
+    with pytest.raises(InputError, match="speaker preset"):
+        model(torch.ones(1, 4, dtype=torch.long))
+
+
+def test_convert_speakers_example(tmp_path, monkeypatch):
+    """docs/examples/convert_speakers.py turns a spk_dict.pt (pickled by torch, as released) into what omni reads."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    cond, ref_mel = torch.randn(8), torch.randn(1, 20, 8)  # the release stores ref_mel with a batch axis
+    torch.save({"Ethan": {"bos_token": 151870, "cond": cond, "ref_mel": ref_mel}}, tmp_path / "spk_dict.pt")
+    script = Path(__file__).parents[1] / "docs" / "examples" / "convert_speakers.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path)])
+    runpy.run_path(str(script), run_name="__main__")
+    voice = load_speakers(tmp_path)["Ethan"]
+    assert voice.bos_token == 151870
+    assert torch.equal(voice.cond, cond) and torch.equal(voice.ref_mel, ref_mel[0])
