@@ -134,6 +134,32 @@ def _positive(where: str, **values):
             raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
 
 
+def _check_text_fields(cfg: "TextConfig", where: str) -> None:
+    """Types and ranges the decoder is built from, checked before a build can fail somewhere deep (or, for
+    `hidden_act`, silently compute something else)."""
+    _positive(where, intermediate_size=cfg.intermediate_size)
+    if cfg.head_dim is not None:
+        _positive(where, head_dim=cfg.head_dim)
+    if isinstance(cfg.rms_norm_eps, bool) or not isinstance(cfg.rms_norm_eps, (int, float)) or not cfg.rms_norm_eps > 0:
+        raise ConfigError(f"{where}.rms_norm_eps must be a positive number, got {cfg.rms_norm_eps!r}")
+    if cfg.hidden_act != "silu":
+        raise ConfigError(f"{where}.hidden_act is {cfg.hidden_act!r}; the Qwen decoders (and omni) use 'silu'")
+    for name in ("rope_parameters", "rope_scaling"):
+        value = getattr(cfg, name)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{where}.{name} must be a JSON object (e.g. {{\"rope_theta\": 1000000.0}}), got {value!r}")
+        sec = (value or {}).get("mrope_section")
+        if sec is not None and (not isinstance(sec, list) or not all(isinstance(x, int) and x > 0 for x in sec)):
+            raise ConfigError(f"{where}.{name}.mrope_section must be a list of positive integers, got {sec!r}")
+    layers = cfg.mlp_only_layers
+    if layers is not None and (not isinstance(layers, list) or not all(isinstance(i, int) for i in layers)):
+        raise ConfigError(f"{where}.mlp_only_layers must be a list of layer indexes, got {layers!r}")
+    if not isinstance(cfg.num_experts, int) or cfg.num_experts < 0:
+        raise ConfigError(f"{where}.num_experts must be 0 (dense) or a positive integer, got {cfg.num_experts!r}")
+    if cfg.num_experts:
+        _positive(where, moe_intermediate_size=cfg.moe_intermediate_size)
+
+
 @dataclass(kw_only=True)
 class TextConfig(Section):
     """A Qwen decoder stack: the Thinker LM, the Talker LM, the code predictor (MoE fields unused when dense)."""
@@ -222,6 +248,7 @@ class TextConfig(Section):
             num_attention_heads=self.num_attention_heads,
             num_key_value_heads=self.num_key_value_heads,
         )
+        _check_text_fields(self, where)
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple of "
@@ -270,7 +297,8 @@ class AudioConfig(Section):
 
     def validate(self, where):
         _positive(where, d_model=self.d_model, encoder_attention_heads=self.encoder_attention_heads,
-                  n_window=self.n_window, n_window_infer=self.n_window_infer)
+                  n_window=self.n_window, n_window_infer=self.n_window_infer, num_mel_bins=self.num_mel_bins,
+                  encoder_layers=self.encoder_layers, encoder_ffn_dim=self.encoder_ffn_dim, output_dim=self.output_dim)
         if self.d_model % self.encoder_attention_heads:
             raise ConfigError(f"{where}: d_model {self.d_model} not divisible by heads {self.encoder_attention_heads}")
 
@@ -382,6 +410,16 @@ class Code2WavConfig(Section):
             return float(self.rope_parameters["rope_theta"])
         return float(self.rope_theta if self.rope_theta is not None else 10000.0)
 
+    def validate(self, where):
+        _positive(where, hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
+                  num_key_value_heads=self.num_key_value_heads, num_quantizers=self.num_quantizers,
+                  codebook_size=self.codebook_size)
+        if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"{where}: hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads}), itself a multiple of num_key_value_heads ({self.num_key_value_heads})"
+            )
+
 
 @dataclass(kw_only=True)
 class OmniConfig(Section):
@@ -430,6 +468,21 @@ class OmniConfig(Section):
                 f"{sorted(set(cls.MODEL_TYPES) | set(Qwen25OmniConfig.MODEL_TYPES))}"
             )
         return super().from_dict(d, where)
+
+    def validate(self, where):
+        """What ties the components together: the Talker reads the Thinker's states."""
+        tk, text = self.talker_config, self.thinker_config.text_config
+        if isinstance(tk, TalkerConfig):
+            if tk.thinker_hidden_size != text.hidden_size:
+                raise ConfigError(
+                    f"{where}: talker_config.thinker_hidden_size ({tk.thinker_hidden_size}) must equal the Thinker's "
+                    f"text_config.hidden_size ({text.hidden_size}); the Talker reads the Thinker's hidden states"
+                )
+            if not 0 <= tk.accept_hidden_layer <= text.num_hidden_layers:
+                raise ConfigError(
+                    f"{where}: talker_config.accept_hidden_layer ({tk.accept_hidden_layer}) must be in "
+                    f"0..{text.num_hidden_layers} (the Thinker's num_hidden_layers)"
+                )
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "OmniConfig":
