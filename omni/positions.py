@@ -22,6 +22,11 @@ Token layout, as the official processor writes it (`<vs>`/`<ve>` vision start/en
     audio:            <as> <audio>*N <ae>
     audio-in-video:   <vs> <as> (<video>|<audio>)* merged by time <ae> <ve>
 
+Qwen2.5-Omni (`TimeRules` of a Qwen2.5 config) differs in four details: video times are truncated to whole
+position units (25 per second); its audio tokens are 40 ms each; audio-in-video is interleaved in *chunks* of
+`seconds_per_chunk` (the video tokens of chunk j, then the audio tokens of chunk j, ...), with the two start
+markers sharing one position and the two end markers another; padding gets position 1 in the multimodal walk.
+
 Everything here is computed in float32 step by step in the same order as the reference implementation, so the
 results are bit-identical to it (fractional video times make the rounding order matter).
 """
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import TalkerConfig, ThinkerConfig
+from .config_qwen2_5 import Qwen25ThinkerConfig
 from .errors import ConfigError, InputError
 
 # A full chunk of 2 * n_window = 100 mel frames leaves the AuT's three stride-2 convolutions as 13 tokens.
@@ -98,6 +104,27 @@ def next_position_ids(rope_deltas: torch.Tensor, past_length, num_new: int = 1) 
 
 
 @dataclass(frozen=True)
+class TimeRules:
+    """The release-specific parts of the position walk (see the module docstring)."""
+
+    integer_times: bool = False  # truncate video times to whole position units (Qwen2.5)
+    av_chunk: int | None = None  # audio-in-video: interleave in chunks of this many units; None = merge by time
+    shared_markers: bool = False  # audio-in-video: both start (end) markers at one position (Qwen2.5)
+    padding_position: int = 0  # position of padding tokens in the multimodal walk
+
+
+QWEN3_TIME_RULES = TimeRules()
+
+
+def time_rules(cfg) -> TimeRules:
+    """The rules of the release an omni Thinker / Talker config belongs to."""
+    if isinstance(cfg, Qwen25ThinkerConfig):
+        return TimeRules(integer_times=True, av_chunk=int(cfg.position_id_per_seconds * cfg.seconds_per_chunk),
+                         shared_markers=True, padding_position=1)
+    return QWEN3_TIME_RULES
+
+
+@dataclass(frozen=True)
 class _Ids:
     image: int
     video: int
@@ -139,6 +166,7 @@ def rope_index(
     vision_start_token_id: int,
     audio_start_token_id: int,
     position_id_per_seconds: float,
+    rules: TimeRules = QWEN3_TIME_RULES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TMRoPE position ids of a prompt batch: (position_ids (3, B, T) float32, rope_deltas (B, 1) float32).
 
@@ -150,7 +178,7 @@ def rope_index(
 
     Like the reference, the multimodal walk runs only when image or video grids are given (possibly empty); without
     them every row gets plain text positions (`text_position_ids`, padding at 1). In the multimodal walk padding
-    positions are 0.
+    positions are `rules.padding_position` (0 for Qwen3-Omni). `rules`: the release's time rules (`time_rules`).
 
     `use_audio_in_video=False` with a video laid out around its audio track is an error. With it True, a plain
     video (one without audio inside, e.g. a silent clip) is positioned as a plain video (the reference only
@@ -188,7 +216,7 @@ def rope_index(
 
     mask = attention_mask.bool().cpu()
     rows = input_ids.cpu()
-    position_ids = torch.zeros(3, B, T, dtype=torch.float32)
+    position_ids = torch.full((3, B, T), float(rules.padding_position), dtype=torch.float32)
     deltas = torch.zeros(B, 1, dtype=torch.float32)
     media = {"image": images, "video": videos, "seconds": seconds, "audio": audios}
     cursor = {"image": 0, "video": 0, "audio": 0}  # next unused entry of each media list, across the batch
@@ -197,7 +225,7 @@ def rope_index(
         if not tokens:
             raise InputError(f"row {b} of the batch has no real tokens (attention_mask is all 0)")
         items = _find_items(tokens, ids, use_audio_in_video, media, cursor, spatial_merge_size, b)
-        pos = _walk(len(tokens), items, spatial_merge_size, position_id_per_seconds)  # (3, n)
+        pos = _walk(len(tokens), items, spatial_merge_size, position_id_per_seconds, rules)  # (3, n)
         position_ids[:, b, mask[b]] = pos
         deltas[b, 0] = pos.max() + 1 - len(tokens)
     for kind, used in cursor.items():
@@ -225,16 +253,20 @@ def rope_index_from_config(cfg, input_ids, attention_mask=None, *, audio_feature
         merge, window = cfg.spatial_merge_size, 50
     else:
         raise ConfigError(f"rope_index_from_config needs a ThinkerConfig or TalkerConfig, got {type(cfg).__name__}")
+    rules = time_rules(cfg)
     if audio_feature_lengths is not None:
         if media.get("audio_seqlens") is not None:
             raise InputError("give either audio_seqlens (token counts) or audio_feature_lengths (mel frames), not both")
         lengths = torch.as_tensor(audio_feature_lengths).reshape(-1)
-        media["audio_seqlens"] = audio_token_count(lengths, n_window if n_window is not None else window)
+        if isinstance(cfg, Qwen25ThinkerConfig):
+            media["audio_seqlens"] = pooled_audio_token_count(lengths)
+        else:
+            media["audio_seqlens"] = audio_token_count(lengths, n_window if n_window is not None else window)
     return rope_index(
         input_ids, attention_mask, **media, spatial_merge_size=merge, image_token_id=cfg.image_token_id,
         video_token_id=cfg.video_token_id, audio_token_id=cfg.audio_token_id,
         vision_start_token_id=cfg.vision_start_token_id, audio_start_token_id=cfg.audio_start_token_id,
-        position_id_per_seconds=cfg.position_id_per_seconds,
+        position_id_per_seconds=cfg.position_id_per_seconds, rules=rules,
     )
 
 
@@ -351,11 +383,12 @@ def _after(piece: torch.Tensor) -> torch.Tensor:
     return piece.max() + 1
 
 
-def _vision(start, grid, seconds_per_grid, merge: int, per_second) -> torch.Tensor:
+def _vision(start, grid, seconds_per_grid, merge: int, per_second, integer_times: bool) -> torch.Tensor:
     """(3, t * h/m * w/m) positions of one image or video grid in raster order (time, row, column)."""
     t, h, w = grid[0], grid[1] // merge, grid[2] // merge
     # multiply in this order (grid index, then seconds, then position units) to round exactly as the reference
-    times = (torch.arange(t) * seconds_per_grid * per_second).float()
+    times = torch.arange(t) * seconds_per_grid * per_second
+    times = (times.long() if integer_times else times).float()
     tt = times.view(t, 1, 1).expand(t, h, w)
     hh = torch.arange(h, dtype=torch.float32).view(1, h, 1).expand(t, h, w)
     ww = torch.arange(w, dtype=torch.float32).view(1, 1, w).expand(t, h, w)
@@ -378,7 +411,39 @@ def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tens
     return merged, merged[:, tail_start:]
 
 
-def _walk(n_tokens: int, items: list[_Item], merge: int, per_second) -> torch.Tensor:
+def _chunks(times: torch.Tensor, units: int, start) -> list[slice]:
+    """Cut a time-sorted run into chunks of `units` position units from `start`, as the Qwen2.5 reference does.
+
+    Chunk k closes at the first token at or past (k + 1) * units; one token can close only one chunk, so a jump
+    across several chunk borders leaves one-token chunks behind (kept: the interleaving order depends on them).
+    """
+    out, first, k = [], 0, 1
+    for i, value in enumerate((times - start).tolist()):
+        if value >= k * units:
+            out.append(slice(first, i))
+            first, k = i, k + 1
+    out.append(slice(first, len(times)))
+    return out
+
+
+def _interleave_chunks(video: torch.Tensor, audio: torch.Tensor, units: int, start):
+    """Video chunk 0, audio chunk 0, video chunk 1, ...: (3, V + A) and the last piece taken (the tail)."""
+    video_chunks, audio_chunks = _chunks(video[0], units, start), _chunks(audio[0], units, start)
+    pieces = []
+    for j in range(max(len(video_chunks), len(audio_chunks))):
+        if j < len(video_chunks):
+            pieces.append(video[:, video_chunks[j]])
+        if j < len(audio_chunks):
+            pieces.append(audio[:, audio_chunks[j]])
+    return torch.cat(pieces, dim=1), pieces[-1]
+
+
+def _markers(start, n: int, shared: bool) -> torch.Tensor:
+    """Positions of n start (or end) markers: consecutive, or all at `start` when shared."""
+    return _line(start, 1).expand(3, n) if shared else _line(start, n)
+
+
+def _walk(n_tokens: int, items: list[_Item], merge: int, per_second, rules: TimeRules) -> torch.Tensor:
     """Positions (3, n_tokens) of one row's real tokens, given its media items in order."""
     pieces = []
     done = 0  # tokens positioned so far
@@ -388,16 +453,18 @@ def _walk(n_tokens: int, items: list[_Item], merge: int, per_second) -> torch.Te
         if text:
             pieces.append(_line(start, text))
             start = start + text
-        pieces.append(_line(start, item.markers))  # the start marker(s)
-        start = start + item.markers
+        pieces.append(_markers(start, item.markers, rules.shared_markers))  # the start marker(s)
+        start = start + (1 if rules.shared_markers else item.markers)
         if item.kind == "audio":
             body = tail = _line(start, item.n_audio)
         else:
-            body = tail = _vision(start, item.grid, item.seconds, merge, per_second)
-            if item.kind == "audio_in_video":
+            body = tail = _vision(start, item.grid, item.seconds, merge, per_second, rules.integer_times)
+            if item.kind == "audio_in_video" and rules.av_chunk:
+                body, tail = _interleave_chunks(body, _line(start, item.n_audio), rules.av_chunk, start)
+            elif item.kind == "audio_in_video":
                 body, tail = _merge_by_time(body, _line(start, item.n_audio))
         pieces.append(body)
-        pieces.append(_line(_after(tail), item.markers))  # the end marker(s)
+        pieces.append(_markers(_after(tail), item.markers, rules.shared_markers))  # the end marker(s)
         done = item.end
     if done < n_tokens:
         pieces.append(_line(_after(pieces[-1]) if pieces else torch.tensor(0.0), n_tokens - done))

@@ -1,4 +1,4 @@
-"""The Thinker: modality tokenizers feeding one MoE decoder that writes text.
+"""The Thinker: modality tokenizers feeding one decoder that writes text (MoE in Qwen3-Omni, dense in Qwen2.5-Omni).
 
     input_ids ──embed──┐
     pixel_values ──VisionTokenizer──► scattered into the image/video placeholder positions (+ deepstack)
@@ -15,12 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ThinkerConfig
+from .config_qwen2_5 import Qwen25ThinkerConfig
 from .errors import InputError
 from .nn import Decoder
 from .nn.moe import load_balancing_loss
 from .positions import rope_index_from_config
 from .tokenizers.audio import AudioTokenizer
+from .tokenizers.audio_qwen2_5 import Qwen25AudioTokenizer
 from .tokenizers.vision import VisionTokenizer
+from .tokenizers.vision_qwen2_5 import Qwen25VisionTokenizer
 
 
 @dataclass
@@ -48,8 +51,9 @@ class Thinker(nn.Module):
         self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
         self.decoder = Decoder(t)
         self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
-        self.vision = VisionTokenizer(cfg.vision_config)
-        self.audio = AudioTokenizer(cfg.audio_config)
+        qwen2_5 = isinstance(cfg, Qwen25ThinkerConfig)  # the release decides the encoders; the rest is shared
+        self.vision = (Qwen25VisionTokenizer if qwen2_5 else VisionTokenizer)(cfg.vision_config)
+        self.audio = (Qwen25AudioTokenizer if qwen2_5 else AudioTokenizer)(cfg.audio_config)
 
     # -- inputs -> embeddings ---------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The pre-norm decoder stack shared by the Thinker LM, the Talker LM and the code predictor.
 
-    x = x + attn(attn_norm(x))          grouped-query attention, q/k RMSNorm, (M-)RoPE
+    x = x + attn(attn_norm(x))          grouped-query attention, q/k RMSNorm (Qwen3), (M-)RoPE
     x = x + ffn(ffn_norm(x))            SwiGLU, or MoE in the layers the config marks sparse
     ... n_layers ...
     norm(x)
@@ -31,8 +31,8 @@ class DecoderLayer(nn.Module):
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.dim_head,
-            qkv_bias=cfg.attention_bias,
-            out_bias=cfg.attention_bias,
+            qkv_bias=cfg.qkv_bias,
+            out_bias=cfg.o_proj_bias,
             qk_norm=qk_norm,
             norm_eps=cfg.rms_norm_eps,
         )
@@ -66,9 +66,12 @@ class DecoderOutput:
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: TextConfig, qk_norm: bool = True, mrope_interleaved: bool = True):
+    def __init__(self, cfg: TextConfig, qk_norm: bool | None = None, mrope_interleaved: bool | None = None):
+        """qk_norm / mrope_interleaved: None = what the config's release uses (`TextConfig.qk_norm`, ...)."""
         super().__init__()
         self.cfg = cfg
+        qk_norm = cfg.qk_norm if qk_norm is None else qk_norm
+        mrope_interleaved = cfg.mrope_interleaved if mrope_interleaved is None else mrope_interleaved
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, qk_norm) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rope = RotaryEmbedding(cfg.dim_head, cfg.theta, cfg.mrope_section, mrope_interleaved)
