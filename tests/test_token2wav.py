@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omni.checkpoints.keymap import KeyMap
+from omni.checkpoints.qwen2_5_omni import KEY_MAP
 from omni.errors import ConfigError, InputError
 from omni.errors import CheckpointError
 from omni.token2wav import DiT, BigVGAN, Speaker, Token2Wav, Token2WavConfig, load_speakers, save_speakers
@@ -26,30 +26,6 @@ BIGVGAN = dict(
     resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]], upsample_rates=[5, 3, 2], upsample_kernel_sizes=[11, 7, 4],
 )
 
-# TODO(part 1): move into omni/checkpoints/qwen2_5_omni.py `_TOKEN2WAV` once that file exists.
-_TOKEN2WAV = {
-    "token2wav.code2wav_bigvgan_model.conv_pre.{*}": "token2wav.bigvgan.conv_pre.{*}",
-    "token2wav.code2wav_bigvgan_model.ups.{}.0.{*}": "token2wav.bigvgan.upsamples.{}.{*}",
-    "token2wav.code2wav_bigvgan_model.resblocks.{*}": "token2wav.bigvgan.resblocks.{*}",
-    "token2wav.code2wav_bigvgan_model.activation_post.{*}": "token2wav.bigvgan.activation_post.{*}",
-    "token2wav.code2wav_bigvgan_model.conv_post.{*}": "token2wav.bigvgan.conv_post.{*}",
-    "token2wav.code2wav_dit_model.time_embed.time_mlp.0.{*}": "token2wav.dit.time_embed.fc1.{*}",
-    "token2wav.code2wav_dit_model.time_embed.time_mlp.2.{*}": "token2wav.dit.time_embed.fc2.{*}",
-    "token2wav.code2wav_dit_model.text_embed.codec_embed.weight": "token2wav.dit.codec_embed.weight",
-    "token2wav.code2wav_dit_model.input_embed.proj.{*}": "token2wav.dit.input_proj.{*}",
-    "token2wav.code2wav_dit_model.input_embed.spk_encoder.{*}": "token2wav.dit.speaker_encoder.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn_norm.linear.{*}":
-        "token2wav.dit.blocks.{}.attn_modulation.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_q.{*}": "token2wav.dit.blocks.{}.attn.q_proj.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_k.{*}": "token2wav.dit.blocks.{}.attn.k_proj.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_v.{*}": "token2wav.dit.blocks.{}.attn.v_proj.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.attn.to_out.0.{*}": "token2wav.dit.blocks.{}.attn.o_proj.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.ff.ff.0.{*}": "token2wav.dit.blocks.{}.ffn.fc1.{*}",
-    "token2wav.code2wav_dit_model.transformer_blocks.{}.ff.ff.3.{*}": "token2wav.dit.blocks.{}.ffn.fc2.{*}",
-    "token2wav.code2wav_dit_model.norm_out.linear.{*}": "token2wav.dit.final_modulation.{*}",
-    "token2wav.code2wav_dit_model.proj_out.{*}": "token2wav.dit.proj_out.{*}",
-}
-KEY_MAP = KeyMap(_TOKEN2WAV)
 
 
 def _randomise(model, seed):

@@ -49,7 +49,30 @@ _AUDIO = {  # thinker.audio_tower -> thinker.audio; the encoder layers are named
 
 _TALKER: dict[str, str] = {}  # filled by the Qwen2.5 Talker (thinker_to_talker_proj, model.*, codec_head)
 
-_TOKEN2WAV: dict[str, str] = {}  # filled by Token2Wav (code2wav_dit_model.*, code2wav_bigvgan_model.*)
+_DIT = "token2wav.code2wav_dit_model."
+_DIT_BLOCK = _DIT + "transformer_blocks.{}."
+_BIGVGAN = "token2wav.code2wav_bigvgan_model."
+_TOKEN2WAV = {  # token2wav -> token2wav.dit (omni.token2wav.dit) and token2wav.bigvgan (omni.token2wav.bigvgan)
+    _DIT + "time_embed.time_mlp.0.{*}": "token2wav.dit.time_embed.fc1.{*}",
+    _DIT + "time_embed.time_mlp.2.{*}": "token2wav.dit.time_embed.fc2.{*}",
+    _DIT + "text_embed.codec_embed.weight": "token2wav.dit.codec_embed.weight",
+    _DIT + "input_embed.proj.{*}": "token2wav.dit.input_proj.{*}",
+    _DIT + "input_embed.spk_encoder.{*}": "token2wav.dit.speaker_encoder.{*}",  # ECAPA-TDNN, named as on disk
+    _DIT_BLOCK + "attn_norm.linear.{*}": "token2wav.dit.blocks.{}.attn_modulation.{*}",
+    _DIT_BLOCK + "attn.to_q.{*}": "token2wav.dit.blocks.{}.attn.q_proj.{*}",
+    _DIT_BLOCK + "attn.to_k.{*}": "token2wav.dit.blocks.{}.attn.k_proj.{*}",
+    _DIT_BLOCK + "attn.to_v.{*}": "token2wav.dit.blocks.{}.attn.v_proj.{*}",
+    _DIT_BLOCK + "attn.to_out.0.{*}": "token2wav.dit.blocks.{}.attn.o_proj.{*}",
+    _DIT_BLOCK + "ff.ff.0.{*}": "token2wav.dit.blocks.{}.ffn.fc1.{*}",
+    _DIT_BLOCK + "ff.ff.3.{*}": "token2wav.dit.blocks.{}.ffn.fc2.{*}",
+    _DIT + "norm_out.linear.{*}": "token2wav.dit.final_modulation.{*}",
+    _DIT + "proj_out.{*}": "token2wav.dit.proj_out.{*}",
+    _BIGVGAN + "conv_pre.{*}": "token2wav.bigvgan.conv_pre.{*}",
+    _BIGVGAN + "ups.{}.0.{*}": "token2wav.bigvgan.upsamples.{}.{*}",
+    _BIGVGAN + "resblocks.{*}": "token2wav.bigvgan.resblocks.{*}",  # AMP blocks: convs1, convs2, activations.{}.act
+    _BIGVGAN + "activation_post.{*}": "token2wav.bigvgan.activation_post.{*}",
+    _BIGVGAN + "conv_post.{*}": "token2wav.bigvgan.conv_post.{*}",
+}
 
 
 KEY_MAP = KeyMap(release_table(_DECODERS, _DECODER_LAYER, _THINKER, _VISION, _AUDIO, _TALKER, _TOKEN2WAV))
