@@ -30,7 +30,8 @@ def decode_bytes(model, dtype: torch.dtype, kv_len: int) -> int:
     return n * elt
 
 
-def run(ref, directory: str, size: dict, bandwidth: list, dtypes=("float32", "bfloat16"), reps: int = 5):
+def run(ref, directory: str, size: dict, bandwidth: list, dtypes=("float32", "bfloat16"), reps: int = 5,
+        compiled: bool = True):
     """Rows for the result table (seconds per prefill / per decoded token) and raw figures. `bandwidth` (bytes/s
     measurements) gets one more per dtype; run_all turns `decode_bytes` into a fraction of the best one."""
     rows = []
@@ -47,8 +48,8 @@ def run(ref, directory: str, size: dict, bandwidth: list, dtypes=("float32", "bf
             return ref.thinker.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                                         eos_token_id=None, pad_token_id=0)[:, P:]
 
-        def omni_gen(n):
-            return model.generate(batch, max_new_tokens=n, eos_token_ids=())
+        def omni_gen(n, compile=False):
+            return model.generate(batch, max_new_tokens=n, eos_token_ids=(), compile=compile)
 
         with torch.no_grad():
             note = ""
@@ -74,6 +75,14 @@ def run(ref, directory: str, size: dict, bandwidth: list, dtypes=("float32", "bf
             rows.append(dict(case=f"decode (per token) {name}", omni=o, reference=r,
                              ratio=r / o if r else None, note=f"{1 / o:.1f} tok/s omni; {note}",
                              decode_bytes=decode_bytes(model, dtype, P + N // 2)))
+            if compiled:  # the same decode with every step in one torch.compile graph (compiled before timing)
+                omni_gen(N, compile=True)
+                t = alternate({"N": lambda: omni_gen(N, compile=True), "1": lambda: omni_gen(1, compile=True)},
+                              reps, stat=min)
+                c = (t["N"] - t["1"]) / (N - 1)
+                rows.append(dict(case=f"decode (per token) {name}, compiled", omni=c, reference=r,
+                                 ratio=r / c if r else None, note=f"{1 / c:.1f} tok/s omni (torch.compile)",
+                                 decode_bytes=decode_bytes(model, dtype, P + N // 2)))
         del model
     ref.float()
     return rows

@@ -31,6 +31,7 @@ SIZES = {
         audio=dict(num_mel_bins=128, encoder_layers=4, encoder_attention_heads=4, encoder_ffn_dim=1024, d_model=256,
                    n_window=50, n_window_infer=400, downsample_hidden_size=64, max_source_positions=1500),
         prefill=256, new_tokens=24, image=(1, 32, 32), audio_frames=1000, code_frames=50,
+        speech=dict(prompt=32, new_tokens=16, frames=50),
     ),
     "small": dict(
         text=dict(vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
@@ -47,8 +48,21 @@ SIZES = {
         audio=dict(num_mel_bins=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
                    n_window=50, n_window_infer=200, downsample_hidden_size=16, max_source_positions=200),
         prefill=64, new_tokens=24, image=(1, 16, 16), audio_frames=300, code_frames=12,
+        speech=dict(prompt=16, new_tokens=6, frames=12),
     ),
 }
+
+
+# chat-format ids inside the small vocabularies (the Talker's prompt is built from a chat turn)
+CHAT_IDS = dict(im_start_token_id=250, im_end_token_id=251, tts_pad_token_id=252, tts_bos_token_id=253,
+                tts_eos_token_id=254, system_token_id=245, user_token_id=246, assistant_token_id=247)
+
+
+def chat_prompt(body: list[int]) -> list[int]:
+    """<|im_start|>user\n body <|im_end|>\n<|im_start|>assistant\n, in the ids above (10 = newline)."""
+    c = CHAT_IDS
+    return [c["im_start_token_id"], c["user_token_id"], 10, *body, c["im_end_token_id"], 10,
+            c["im_start_token_id"], c["assistant_token_id"], 10]
 
 
 def build(directory: str, size: str, seed: int = 0):
@@ -59,10 +73,15 @@ def build(directory: str, size: str, seed: int = 0):
     width = s["text"]["hidden_size"]
     cfg = tiny_config_dict(
         text=s["text"], vision={**s["vision"], "out_hidden_size": width}, audio={**s["audio"], "output_dim": width},
-        talker={"thinker_hidden_size": width}, code2wav=s["code2wav"],
+        # the Talker speaks in the Code2Wav's codebooks (the tiny Talker's codec ids sit below the codebook size)
+        talker={"thinker_hidden_size": width, "num_code_groups": s["code2wav"]["num_quantizers"],
+                "text_config": {"vocab_size": s["code2wav"]["codebook_size"] + 1024},
+                "code_predictor_config": {"vocab_size": s["code2wav"]["codebook_size"],
+                                          "num_code_groups": s["code2wav"]["num_quantizers"]}},
+        code2wav=s["code2wav"],
     )
     torch.manual_seed(seed)
-    model = Qwen3OmniMoeForConditionalGeneration(Qwen3OmniMoeConfig(**cfg)).float().eval()
+    model = Qwen3OmniMoeForConditionalGeneration(Qwen3OmniMoeConfig(**cfg, **CHAT_IDS)).float().eval()
     with torch.no_grad():  # small random weights everywhere (norms near 1) so activations stay in range
         for name, p in model.named_parameters():
             centre = 1.0 if "norm" in name and name.endswith("weight") else 0.0

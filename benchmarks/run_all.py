@@ -17,6 +17,7 @@ import tempfile
 import torch
 
 import bench_encoders
+import bench_speech
 import bench_thinker
 from build import SIZES, build
 from common import HERE, environment, print_table, read_bandwidth, write_results
@@ -25,7 +26,7 @@ from common import HERE, environment, print_table, read_bandwidth, write_results
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="reference")
-    p.add_argument("--only", choices=("thinker", "encoders"), default=None)
+    p.add_argument("--only", choices=("thinker", "encoders", "speech"), default=None)
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -46,6 +47,8 @@ def main(argv=None):
             rows += bench_thinker.run(ref, d, size, bws, args.dtypes, args.reps)
         if args.only in (None, "encoders"):
             rows += bench_encoders.run(ref, d, size, args.reps)
+        if args.only in (None, "speech"):
+            rows += bench_speech.run(ref, d, size, max(2, args.reps // 2))
     bws.append(read_bandwidth())
     limit = max(bws)
     for r in rows:  # decode: time the measured bandwidth needs to read the bytes of one step / time taken

@@ -359,14 +359,18 @@ def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, spe
     if rest:
         yield rest
     if speak and reply:
-        yield from _stream_speech(model, batch, reply, voice, cfg, speech, audio_chunk_frames)
+        yield from stream_speech(model, batch, reply, voice, _speech_options(speech, cfg), audio_chunk_frames,
+                                 cfg.eos_token_ids)
 
 
-def _stream_speech(model, batch, reply: list[int], voice: str, cfg: SamplingConfig, speech, chunk_frames: int):
+def stream_speech(model, batch: dict, reply: list[int], voice: str = "ethan", speech: dict | None = None,
+                  audio_chunk_frames: int = 8, eos_token_ids=None) -> Iterator[torch.Tensor]:
+    """Speak a finished reply (token ids, one conversation) as waveform chunks (1-D, 24 kHz): the Talker's frames
+    go to the exact streaming Code2Wav decoder `audio_chunk_frames` at a time. `speech`: SpeechSampling options."""
     from .speech import iter_frames, reply_talker_inputs
 
     device = batch["input_ids"].device
-    inputs = reply_talker_inputs(model, batch, torch.tensor([reply], device=device), voice, cfg.eos_token_ids)
-    frames = (frame[:, :, None] for frame, _ in iter_frames(model.talker, inputs, **_speech_options(speech, cfg)))
-    for wav in model.code2wav.stream_decode(frames, chunk_size=chunk_frames):  # (1, 1, n) each
+    inputs = reply_talker_inputs(model, batch, torch.tensor([reply], device=device), voice, eos_token_ids)
+    frames = (frame[:, :, None] for frame, _ in iter_frames(model.talker, inputs, **(speech or {})))
+    for wav in model.code2wav.stream_decode(frames, chunk_size=audio_chunk_frames):  # (1, 1, n) each
         yield wav[0, 0]
