@@ -5,6 +5,7 @@ from .config import PRESETS, OmniConfig
 from .errors import CheckpointError, ConfigError, InputError, MediaError, OmniError
 from .model import OmniModel
 from .processor import Processor
+from .speech_io import write_wav
 from .tokenizers.text import TextTokenizer
 
 __version__ = "0.1.0"
@@ -12,5 +13,5 @@ __version__ = "0.1.0"
 __all__ = [
     "OmniConfig", "OmniModel", "PRESETS", "load", "save",
     "OmniError", "ConfigError", "CheckpointError", "InputError", "MediaError",
-    "Processor", "TextTokenizer",
+    "Processor", "TextTokenizer", "write_wav",
 ]
