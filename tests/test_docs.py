@@ -22,7 +22,7 @@ _LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
 # pages whose snippets are written to run as they stand (performance.md and training.md show fragments)
-RUNNABLE = ("positions.md",)
+RUNNABLE = ("positions.md", "loading.md", "generation.md", "custom-model.md", "parity.md")
 
 
 def _pages():
@@ -59,6 +59,7 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
     if not os.path.exists(os.path.join(DOCS, page)):
         pytest.fail(f"docs/{page} is missing")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tests"))  # parity.md imports tests/reference.py
     namespace = {"__name__": f"docs_{page}"}
     for i, code in enumerate(_snippets(page)):
         try:
