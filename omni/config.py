@@ -456,6 +456,8 @@ class OmniConfig(Section):
 
     @classmethod
     def from_dict(cls, d, where="config"):
+        """Build from a config.json-style dict (official keys; unknown keys are kept in `extra` and written back).
+        The release is picked by `model_type`; a missing or impossible value raises ConfigError naming it."""
         if cls is OmniConfig and isinstance(d, dict) and d.get("model_type") in Qwen25OmniConfig.MODEL_TYPES:
             return Qwen25OmniConfig.from_dict(d, where)  # the release is picked by model_type
         if isinstance(d, dict) and "model_type" not in d:
@@ -507,6 +509,7 @@ class OmniConfig(Section):
         return cfg.replace(**overrides) if overrides else cfg
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `config.json` (official keys, sorted) into `directory`, creating it if needed."""
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)

@@ -295,6 +295,7 @@ class TextTokenizer:
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, rows, skip_special_tokens: bool = False) -> list[str]:
+        """`decode` of each row of ids (a list of lists or a (B, N) tensor)."""
         return [self.decode(r, skip_special_tokens=skip_special_tokens) for r in rows]
 
     # ------------------------------------------------------------------ chat
