@@ -47,7 +47,13 @@ _AUDIO = {  # thinker.audio_tower -> thinker.audio; the encoder layers are named
     "thinker.audio_tower.audio_bos_eos_token.weight": "thinker.audio.audio_bos_eos_token.weight",
 }
 
-_TALKER: dict[str, str] = {}  # filled by the Qwen2.5 Talker (thinker_to_talker_proj, model.*, codec_head)
+_TALKER = {  # omni.talker_qwen2_5.Qwen25Talker; its layers are dense Qwen2.5 decoder layers, as the Thinker's
+    "talker.thinker_to_talker_proj.{*}": "talker.thinker_to_talker_proj.{*}",
+    "talker.model.embed_tokens.weight": "talker.codec_embedding.weight",  # codec ids, in the Thinker's width
+    **{"talker.model.layers.{}." + off: "talker.decoder.layers.{}." + omni for off, omni in _DECODER_LAYER.items()},
+    "talker.model.norm.weight": "talker.decoder.norm.weight",
+    "talker.codec_head.weight": "talker.codec_head.weight",
+}
 
 _DIT = "token2wav.code2wav_dit_model."
 _DIT_BLOCK = _DIT + "transformer_blocks.{}."
