@@ -3,7 +3,8 @@
     Qwen25OmniConfig
       thinker_config: Qwen25ThinkerConfig   text: Qwen25TextConfig, audio: Qwen25AudioConfig,
                                             vision: Qwen25VisionConfig
-      talker_config, token2wav_config       kept as the dicts they came as (typed by the speech-output side)
+      token2wav_config: Token2WavConfig     dit_config, bigvgan_config (omni.token2wav.config)
+      talker_config                         kept as the dict it came as
 
 Only what differs from Qwen3-Omni is declared here; everything else is inherited, so both releases parse, validate
 and round-trip the same way (`OmniConfig.from_pretrained` picks this class from `model_type`). Field defaults are
@@ -110,7 +111,7 @@ class Qwen25OmniConfig(OmniConfig):
 
     thinker_config: Qwen25ThinkerConfig = REQUIRED
     talker_config: dict | None = None
-    token2wav_config: dict | None = None
+    token2wav_config: Token2WavConfig | None = None
     model_type: str = "qwen2_5_omni"
 
 
@@ -202,6 +203,9 @@ def _tiny_qwen2_5() -> dict:
     d["enable_audio_output"] = False
     return d
 
+
+# The speech side's sections import omni.config (and their package the model code), so they come last.
+from .token2wav.config import Token2WavConfig  # noqa: E402
 
 QWEN2_5_PRESETS: dict[str, dict] = {
     "qwen2.5-omni-7b": _QWEN2_5_OMNI_7B,

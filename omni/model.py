@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .code2wav import Code2Wav
-from .config import OmniConfig
+from .config import OmniConfig, TalkerConfig
 from .errors import ConfigError
 from .talker import Talker
 from .thinker import Thinker
@@ -16,7 +16,7 @@ IMPLEMENTED = ("thinker", "talker", "code2wav")  # grows as components land
 
 def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
     if components is None:  # everything implemented that the config describes
-        described = {"thinker": True, "talker": config is None or config.talker_config is not None,
+        described = {"thinker": True, "talker": config is None or isinstance(config.talker_config, TalkerConfig),
                      "code2wav": config is None or config.code2wav_config is not None}
         return tuple(c for c in IMPLEMENTED if described[c])
     if isinstance(components, str):
@@ -41,6 +41,10 @@ class OmniModel(nn.Module):
         not_ready = [c for c in self.components if c not in IMPLEMENTED]
         if not_ready and components is not None:
             raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
+        if "talker" in self.components and config.talker_config is not None and not isinstance(
+                config.talker_config, TalkerConfig):
+            raise ConfigError(f"the talker of {config.model_type} is not implemented yet; load with "
+                              "components=('thinker',)")
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
         if "talker" in self.components and config.talker_config is None:  # e.g. a thinker-only release
             self.components = tuple(c for c in self.components if c != "talker")

@@ -52,7 +52,9 @@ def test_release_numbers():
     assert (th.audio_token_id, th.image_token_id, th.video_token_id, th.audio_start_token_id,
             th.vision_start_token_id, th.position_id_per_seconds) == (151646, 151655, 151656, 151647, 151652, 25)
     assert th.audio_config.n_window == 100
-    assert big.talker_config["hidden_size"] == 896 and big.token2wav_config["model_type"] == "qwen2_5_omni_token2wav"
+    assert big.talker_config["hidden_size"] == 896
+    dit = big.token2wav_config.dit_config  # typed by omni.token2wav; the reference defaults are the release's
+    assert (dit.hidden_size, dit.num_hidden_layers, dit.num_attention_heads) == (1024, 22, 16)
     # the Qwen3 release still parses as before
     q3 = OmniConfig.from_name("qwen3-omni-30b-a3b").thinker.text_config
     assert q3.qk_norm and q3.mrope_interleaved and not q3.qkv_bias
@@ -93,6 +95,28 @@ def test_release_is_picked_by_model_type():
     assert release_of(h).KEY_MAP is KEY_MAP
     h.config = OmniConfig.from_name("tiny")
     assert release_of(h).KEY_MAP is not KEY_MAP
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-omni-7b", "qwen2.5-omni-3b"])
+def test_full_size_thinker_matches_the_reference_on_meta(name):
+    # the preset's numbers build the same Thinker (parameter for parameter) as the reference classes do
+    import copy
+
+    import torch
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    from omni.model import OmniModel
+
+    d = copy.deepcopy(QWEN2_5_PRESETS[name])
+    d.pop("model_type")
+    d["enable_audio_output"] = False
+    with torch.device("meta"):
+        ref = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig(**d)).thinker
+        model = OmniModel(OmniConfig.from_name(name))  # default components: what omni builds of this release
+        with pytest.raises(ConfigError, match="not implemented"):
+            OmniModel(OmniConfig.from_name(name), components=("thinker", "talker"))
+    assert model.components == ("thinker",)
+    assert sorted(p.numel() for p in model.thinker.parameters()) == sorted(p.numel() for p in ref.parameters())
 
 
 def test_bad_configs_are_named_errors():
