@@ -74,6 +74,7 @@ class Thinker(nn.Module):
         the union of image and video positions.
         """
         c = self.cfg
+        check_token_ids(input_ids, c.text_config.vocab_size)
         h = self.embed_tokens(input_ids)
         if input_features is not None:
             feats = self.audio(input_features, feature_attention_mask)
@@ -170,6 +171,21 @@ class Thinker(nn.Module):
             hidden_states=out.hidden_states,
             router_logits=out.router_logits if output_router_logits else None,
             rope_deltas=rope_deltas,
+        )
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Token ids must be integers in 0..vocab_size-1: an id past the table is an IndexError on CPU and a device-side
+    assert on GPU (which leaves the CUDA context unusable), so it is caught here, named, with the likely cause."""
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise InputError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}; pass a long tensor")
+    if input_ids.numel() == 0:
+        return
+    low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one host sync
+    if low < 0 or high >= vocab_size:
+        raise InputError(
+            f"input_ids hold ids in {low}..{high}, outside this model's vocabulary 0..{vocab_size - 1}; were they made "
+            "by another tokenizer (or padded with -100/-1)? Use the checkpoint's own processor"
         )
 
 
