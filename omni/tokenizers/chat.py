@@ -170,5 +170,13 @@ def render_chat(messages, template: str | None = None, *, add_generation_prompt:
     """Render one conversation to its prompt string; `kwargs` reach the template (tools, enable_thinking...)."""
     messages = check_messages(messages)
     compiled = _compile(template or BUILTIN_TEMPLATE)
-    return compiled.render(messages=_for_template(messages), add_generation_prompt=add_generation_prompt,
-                           **{**(special_tokens or {}), **kwargs})
+    import jinja2
+
+    try:
+        return compiled.render(messages=_for_template(messages), add_generation_prompt=add_generation_prompt,
+                               **{**(special_tokens or {}), **kwargs})
+    except jinja2.exceptions.SecurityError as e:  # the sandbox stopped it: the template is hostile or broken
+        raise ConfigError(f"the chat template tried an unsafe operation ({e}); refusing to run it: replace the "
+                          "checkpoint's chat template with a trusted one") from None
+    except jinja2.TemplateError as e:
+        raise ConfigError(f"the chat template failed while rendering this conversation: {e}") from None
