@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from .config import (
     REQUIRED,
-    TINY_SPECIAL_BASE,
+    TINY_TOKEN_IDS,
     AudioConfig,
     ConfigError,
     OmniConfig,
@@ -184,13 +184,16 @@ _QWEN2_5_OMNI_3B = _qwen2_5_omni(
 
 def _tiny_qwen2_5() -> dict:
     """A few-MB Qwen2.5-Omni thinker with every feature of the real one (window + full vision attention, chunked
-    M-RoPE, 2 s audio chunks), on the tiny byte-level vocabulary of `omni.demo` (special ids from 256)."""
+    M-RoPE, 2 s audio chunks) on the tiny byte-level vocabulary of `omni.demo`: its placeholder and marker ids are
+    those of that tokenizer (the `tiny` preset's), so its Processor and this model agree."""
     d = copy.deepcopy(_QWEN2_5_OMNI_7B)
     th = d["thinker_config"]
-    for key, value in list(th.items()):
-        if key.endswith(("_token_id", "_token_index")) and value >= 151643:
-            th[key] = value - 151643 + TINY_SPECIAL_BASE
-    th["user_token_id"] = 296  # the tiny tokenizer's "user" merge (see omni.config.TINY_TOKEN_IDS)
+    media = TINY_TOKEN_IDS["media"]
+    for kind in ("audio", "image", "video"):
+        th[f"{kind}_token_index"] = media[f"{kind}_token_id"]
+    th.update(audio_start_token_id=media["audio_start_token_id"], vision_start_token_id=media["vision_start_token_id"],
+              user_token_id=media["user_token_id"], audio_end_token_id=media["audio_start_token_id"] + 1,
+              vision_end_token_id=media["vision_start_token_id"] + 1)
     th["text_config"].update(
         vocab_size=512, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=128, max_position_embeddings=8192, rope_scaling={**_ROPE, "mrope_section": [2, 3, 3]},
@@ -199,7 +202,7 @@ def _tiny_qwen2_5() -> dict:
                               output_dim=64)
     th["vision_config"].update(depth=3, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
                                fullatt_block_indexes=[1])
-    del d["talker_config"], d["token2wav_config"]  # the thinker only, until the Qwen2.5 speech side is typed
+    del d["talker_config"], d["token2wav_config"]  # the thinker only, until omni builds the Qwen2.5 talker
     d["enable_audio_output"] = False
     return d
 

@@ -411,8 +411,9 @@ def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tens
     return merged, merged[:, tail_start:]
 
 
-def _chunks(times: torch.Tensor, units: int, start) -> list[slice]:
-    """Cut a time-sorted run into chunks of `units` position units from `start`, as the Qwen2.5 reference does.
+def chunk_slices(times: torch.Tensor, units: int, start=0) -> list[slice]:
+    """Cut a time-sorted run into chunks of `units` position units from `start`, as the Qwen2.5 reference does
+    (its processor lays the tokens out by these chunks, its position ids follow them).
 
     Chunk k closes at the first token at or past (k + 1) * units; one token can close only one chunk, so a jump
     across several chunk borders leaves one-token chunks behind (kept: the interleaving order depends on them).
@@ -428,7 +429,7 @@ def _chunks(times: torch.Tensor, units: int, start) -> list[slice]:
 
 def _interleave_chunks(video: torch.Tensor, audio: torch.Tensor, units: int, start):
     """Video chunk 0, audio chunk 0, video chunk 1, ...: (3, V + A) and the last piece taken (the tail)."""
-    video_chunks, audio_chunks = _chunks(video[0], units, start), _chunks(audio[0], units, start)
+    video_chunks, audio_chunks = chunk_slices(video[0], units, start), chunk_slices(audio[0], units, start)
     pieces = []
     for j in range(max(len(video_chunks), len(audio_chunks))):
         if j < len(video_chunks):

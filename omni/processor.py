@@ -18,6 +18,11 @@ Steps, in the order the official Qwen3-Omni processor takes them:
 4. Tokenise and pad the batch (left for generation, right for training) with attention masks; optionally build
    training labels where everything but the assistant replies is -100.
 
+Qwen2.5-Omni checkpoints (``model_type="qwen2_5_omni"``, read from config.json) differ in the details its official
+processor has: 25 positions per second and 40 ms audio tokens (`pooled_audio_token_count`), audio padded and cut
+to 30 s, a video's sound track interleaved in chunks of ``seconds_per_chunk`` (`interleave_video_audio_chunks`),
+videos assumed at 2 fps when no rate is given, and 14-pixel patches normalised with the CLIP mean / std.
+
 The keys and layouts are those of the official processor: input_ids, attention_mask, pixel_values,
 image_grid_thw, pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
 feature_attention_mask (media keys only when that medium is present).
@@ -33,7 +38,7 @@ import re
 import torch
 
 from .errors import ConfigError, InputError
-from .positions import audio_token_count
+from .positions import audio_token_count, chunk_slices, pooled_audio_token_count
 from .tokenizers.chat import MEDIA_TYPES, check_messages, load_chat_template, render_chat
 from .tokenizers.text import TextTokenizer
 
@@ -59,6 +64,36 @@ def interleave_video_audio(grid_thw, n_audio: int, seconds_per_grid: float, per_
     return out
 
 
+def interleave_video_audio_chunks(grid_thw, n_audio: int, seconds_per_grid: float, per_second: float, merge: int,
+                                  seconds_per_chunk: float, video: str, audio: str) -> list[str]:
+    """Qwen2.5-Omni's placeholder order for a video with its sound track: the video tokens of chunk 0, the audio
+    tokens of chunk 0, then chunk 1, ... (chunks of seconds_per_chunk, cut like the position ids are; see
+    `omni.positions.chunk_slices`). Returns the token strings (without the surrounding audio start/end)."""
+    t, h, w = (int(x) for x in grid_thw)
+    per_grid = (h // merge) * (w // merge)
+    units = int(per_second * seconds_per_chunk)
+    video_times = torch.arange(t, dtype=torch.float64).repeat_interleave(per_grid) * seconds_per_grid * per_second
+    video_chunks = chunk_slices(video_times, units)
+    audio_chunks = chunk_slices(torch.arange(n_audio), units)
+    out = []
+    for j in range(max(len(video_chunks), len(audio_chunks))):
+        if j < len(video_chunks):
+            out += [video] * (video_chunks[j].stop - video_chunks[j].start)
+        if j < len(audio_chunks):
+            out += [audio] * (audio_chunks[j].stop - audio_chunks[j].start)
+    return out
+
+
+# What a Qwen2.5-Omni checkpoint's processor does differently when its files do not say otherwise.
+QWEN2_5_MEDIA_DEFAULTS = {
+    "patch_size": 14,
+    "image_mean": (0.48145466, 0.4578275, 0.40821073),  # CLIP
+    "image_std": (0.26862954, 0.26130258, 0.27577711),
+}
+QWEN2_5_VIDEO_FPS = 2.0  # the official Qwen2.5 processor's rate when none is given
+QWEN2_5_AUDIO_SAMPLES = 30 * 16000  # audio is padded / cut to 30 s
+
+
 def _flat(items, what: str) -> list:
     """Media lists may be flat or nested per sample (as the official processor accepts); flatten in order."""
     if items is None:
@@ -81,15 +116,26 @@ class Processor:
     half-size in frames), ``position_id_per_seconds`` (13 temporal positions per second, used to interleave a
     video with its audio), ``video_fps`` (the sampling rate of the given frames; the official processor assumes 1.0
     when none is given), ``sampling_rate`` (16 kHz audio), and per-modality keyword dicts ``image_options``,
-    ``video_options``, ``audio_options`` handed to the preprocessing functions.
+    ``video_options``, ``audio_options`` handed to the preprocessing functions. ``model_type`` picks the release's
+    rules (``"qwen2_5_omni"``: see the module docstring; ``seconds_per_chunk`` is its interleaving chunk).
     """
 
     def __init__(self, tokenizer: TextTokenizer, *, chat_template: str | None = None, merge_size: int = 2,
                  n_window: int = 50, position_id_per_seconds: float = 13.0, video_fps: float | None = None,
                  sampling_rate: int = 16000, image_options: dict | None = None, video_options: dict | None = None,
-                 audio_options: dict | None = None):
+                 audio_options: dict | None = None, model_type: str = "qwen3_omni_moe",
+                 seconds_per_chunk: float = 2.0):
         if not isinstance(tokenizer, TextTokenizer):
             raise ConfigError(f"Processor needs an omni TextTokenizer, got {type(tokenizer).__name__}")
+        if model_type not in ("qwen3_omni_moe", "qwen2_5_omni"):
+            raise ConfigError(f"Processor model_type {model_type!r} is not supported; use 'qwen3_omni_moe' or "
+                              "'qwen2_5_omni'")
+        self.model_type, self.seconds_per_chunk = model_type, seconds_per_chunk
+        if model_type == "qwen2_5_omni":
+            image_options = {**QWEN2_5_MEDIA_DEFAULTS, **(image_options or {})}
+            video_options = {**QWEN2_5_MEDIA_DEFAULTS, **(video_options or {})}
+            audio_options = {"max_samples": QWEN2_5_AUDIO_SAMPLES, **(audio_options or {})}
+            video_fps = QWEN2_5_VIDEO_FPS if video_fps is None else video_fps
         self.tokenizer = tokenizer
         self.chat_template = chat_template or tokenizer.chat_template
         self.merge_size, self.n_window = merge_size, n_window
@@ -115,10 +161,13 @@ class Processor:
         options = {"chat_template": load_chat_template(directory)}
         if has_config:
             with open(config_file, encoding="utf-8") as f:
-                thinker = json.load(f).get("thinker_config") or {}
+                root = json.load(f)
+            thinker = root.get("thinker_config") or {}
             vision, audio = thinker.get("vision_config") or {}, thinker.get("audio_config") or {}
             for key, value in (("merge_size", vision.get("spatial_merge_size")), ("n_window", audio.get("n_window")),
-                               ("position_id_per_seconds", thinker.get("position_id_per_seconds"))):
+                               ("position_id_per_seconds", thinker.get("position_id_per_seconds")),
+                               ("model_type", root.get("model_type")),
+                               ("seconds_per_chunk", thinker.get("seconds_per_chunk"))):
                 if value is not None:
                     options[key] = value
         options.update(_media_options(directory))
@@ -241,8 +290,13 @@ class Processor:
             grid = video_grids[i]
             if ("video", i) not in audio_tokens:
                 return token * (int(grid[0]) * int(grid[1]) * int(grid[2]) // self.merge_size ** 2)
-            pieces = interleave_video_audio(grid, audio_tokens[("video", i)], float(seconds[i]),
-                                            self.position_id_per_seconds, self.merge_size, token, self.audio_token)
+            if self.model_type == "qwen2_5_omni":
+                pieces = interleave_video_audio_chunks(grid, audio_tokens[("video", i)], float(seconds[i]),
+                                                       self.position_id_per_seconds, self.merge_size,
+                                                       self.seconds_per_chunk, token, self.audio_token)
+            else:
+                pieces = interleave_video_audio(grid, audio_tokens[("video", i)], float(seconds[i]),
+                                                self.position_id_per_seconds, self.merge_size, token, self.audio_token)
             return self.audio_start + "".join(pieces) + self.audio_end
 
         return [self._placeholder.sub(replace, t) for t in texts]
@@ -316,7 +370,10 @@ class Processor:
         feats = _media_module("audio_features")
         out = feats.log_mel_features([self._waveform(w, feats) for w in waves], **self.audio_options)
         batch["input_features"], batch["feature_attention_mask"] = out["input_features"], out["feature_attention_mask"]
-        return [int(n) for n in audio_token_count(out["feature_attention_mask"].sum(-1).long(), self.n_window)]
+        frames = out["feature_attention_mask"].sum(-1).long()
+        if self.model_type == "qwen2_5_omni":
+            return [int(n) for n in pooled_audio_token_count(frames)]
+        return [int(n) for n in audio_token_count(frames, self.n_window)]
 
     def _waveform(self, wave, feats):
         """Files and (array, rate) pairs are decoded / resampled to 16 kHz; bare arrays are at `sampling_rate`."""

@@ -261,10 +261,12 @@ def mel_filters(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE)
     return torch.from_numpy(tri.T.astype(np.float32))
 
 
-def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None) -> dict:
+def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None, max_samples: int | None = None) -> dict:
     """Batch of 1-D waveforms -> {input_features (B, 128, T) float32, feature_attention_mask (B, T) int32}.
 
-    Waveforms at another rate than 16 kHz are resampled first. T = longest clip // 160 frames.
+    Waveforms at another rate than 16 kHz are resampled first. T = longest clip // 160 frames, or with
+    `max_samples` (the Qwen2.5-Omni processor: 30 s = 480000) every clip is cut to and padded to that many samples
+    (T = max_samples // 160), which changes the last frames' values and the per-clip peak like the official one.
     """
     if isinstance(waveforms, (np.ndarray, torch.Tensor)) and np.ndim(waveforms) == 1:
         waveforms = [waveforms]
@@ -281,8 +283,12 @@ def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None) -> dict:
             raise MediaError(f"waveform {i} has {len(w)} samples; at least {HOP_LENGTH} (10 ms at 16 kHz) are needed "
                              "for one mel frame")
         waves.append(torch.from_numpy(np.ascontiguousarray(w)))
+    if max_samples is not None:
+        if not isinstance(max_samples, int) or max_samples < N_FFT:
+            raise MediaError(f"max_samples must be an integer of at least {N_FFT}, got {max_samples!r}")
+        waves = [w[:max_samples] for w in waves]
     lengths = torch.tensor([len(w) for w in waves])
-    longest = int(lengths.max())
+    longest = int(lengths.max()) if max_samples is None else max_samples
     if longest <= N_FFT // 2:
         raise MediaError(f"the longest waveform has {longest} samples; the centered STFT needs more than "
                          f"{N_FFT // 2} (12.5 ms at 16 kHz)")
