@@ -139,25 +139,29 @@ def _spy(obj, name: str, record: list):
     return real
 
 
-def test_greedy_speech_matches_reference(pair, thinker_cfg):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_greedy_speech_matches_reference(pair, thinker_cfg, batch):
     """Reference generate (greedy Thinker and Talker) vs omni's Talker and Token2Wav fed the same Thinker states:
-    identical codes, and the same waveform from the same noise."""
+    identical codes, and the same waveforms from the same noise. Batch 2: the second row is left-padded."""
     ref, talker, token2wav = pair
-    g = torch.Generator().manual_seed(4)
-    ids = torch.randint(0, 190, (1, 7), generator=g)
+    # seeds whose rows all speak: a row whose first code is a stop makes the reference's Token2Wav fail
+    g = torch.Generator().manual_seed(4 if batch == 1 else 6)
+    ids = torch.randint(0, 190, (batch, 7), generator=g)
     mask = torch.ones_like(ids)
+    mask[1:, :3] = 0
     thinker_out, talker_out = [], []
     real_thinker = _spy(ref.thinker, "generate", thinker_out)
     real_talker = _spy(ref.talker, "generate", talker_out)
     try:
         torch.manual_seed(11)  # Token2Wav's noise is the only random draw (everything else is greedy)
-        _, want_wave = ref.generate(
+        _, want_waves = ref.generate(
             input_ids=ids, attention_mask=mask, speaker="Chelsie", thinker_max_new_tokens=6,
             thinker_do_sample=False, talker_do_sample=False, talker_max_new_tokens=40, token2wav_num_steps=4,
             # its stop ids default to the release's numbers (8292, 8294), not the config's
             talker_eos_token_id=[TALKER["tts_codec_pad_token_id"], TALKER["tts_codec_end_token_id"]])
     finally:
         ref.thinker.generate, ref.talker.generate = real_thinker, real_talker
+    want_waves = [want_waves] if batch == 1 else want_waves
     steps = thinker_out[0].hidden_states  # per step: (embeddings, layer 1, ..., final normed)
     embeds = torch.cat([s[0] for s in steps], 1)
     hidden = torch.cat([s[-1] for s in steps], 1)
@@ -172,11 +176,13 @@ def test_greedy_speech_matches_reference(pair, thinker_cfg):
     assert 0 < n < 40 and out.codes[0, n] == TALKER["tts_codec_end_token_id"]  # it stopped, on codec end
     voice = Speaker(SPEAKER_BOS, ref.speaker_map["Chelsie"]["cond"], ref.speaker_map["Chelsie"]["ref_mel"][0])
     torch.manual_seed(11)
-    noise = torch.randn(1, n * DIT["repeats"], DIT["mel_dim"])
-    wave = token2wav(out.codes[:, :n], voice, noise=noise, num_steps=4)
-    diff = (wave.flatten() - want_wave.flatten()).abs().max().item()
-    print(f"speech: {n} codes, waveform max abs diff {diff:.2e}")
-    assert diff <= 1e-4, diff
+    for row, want in enumerate(want_waves):  # one Token2Wav call per row, as the reference decodes them
+        n = int(out.lengths[row])
+        noise = torch.randn(1, n * DIT["repeats"], DIT["mel_dim"])
+        wave = token2wav(out.codes[row:row + 1, :n], voice, noise=noise, num_steps=4)
+        diff = (wave.flatten() - want.flatten()).abs().max().item()
+        print(f"speech row {row}: {n} codes, waveform max abs diff {diff:.2e}")
+        assert diff <= 1e-4, diff
 
 
 def test_config_and_input_errors(pair, thinker_cfg):

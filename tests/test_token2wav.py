@@ -207,6 +207,8 @@ def test_token2wav_needs_a_voice(config):
     model = Token2Wav(config)
     with pytest.raises(InputError, match="speaker preset"):
         model(torch.ones(1, 4, dtype=torch.long))
+    voice = Speaker(1, torch.zeros(DIT["enc_emb_dim"]), torch.zeros(5, DIT["mel_dim"]))
+    assert model(torch.ones(2, 0, dtype=torch.long), voice).shape == (2, 0)  # no codes: no samples
 
 
 def test_convert_speakers_example(tmp_path, monkeypatch):

@@ -53,6 +53,8 @@ class Token2Wav(nn.Module):
         if conditioning is None or reference_mel is None:
             raise InputError("give a speaker preset, or both conditioning and reference_mel")
         B = codes.shape[0]
+        if codes.shape[1] == 0:  # nothing to say (the Talker stopped at once)
+            return torch.zeros(B, 0, device=codes.device)
         dtype = next(self.parameters()).dtype
         conditioning = conditioning.to(codes.device, dtype).reshape(-1, conditioning.shape[-1]).expand(B, -1)
         reference_mel = reference_mel.to(codes.device, dtype)
