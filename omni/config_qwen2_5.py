@@ -3,8 +3,8 @@
     Qwen25OmniConfig
       thinker_config: Qwen25ThinkerConfig   text: Qwen25TextConfig, audio: Qwen25AudioConfig,
                                             vision: Qwen25VisionConfig
+      talker_config: Qwen25TalkerConfig     the dense codec decoder (omni.talker_qwen2_5) and its token ids
       token2wav_config: Token2WavConfig     dit_config, bigvgan_config (omni.token2wav.config)
-      talker_config                         kept as the dict it came as
 
 Only what differs from Qwen3-Omni is declared here; everything else is inherited, so both releases parse, validate
 and round-trip the same way (`OmniConfig.from_pretrained` picks this class from `model_type`). Field defaults are
@@ -104,13 +104,62 @@ class Qwen25ThinkerConfig(ThinkerConfig):
 
 
 @dataclass(kw_only=True)
+class Qwen25TalkerConfig(Qwen25TextConfig):
+    """`talker_config` of Qwen2.5-Omni: a Qwen2.5 decoder (q/k/v biases, chunked M-RoPE) plus its token ids.
+
+    Defaults are the reference implementation's (the 7B numbers, except the widths the presets set).
+    """
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_talker",)
+    ALIASES: ClassVar = {f"{kind}_token_id": (f"{kind}_token_index",) for kind in ("audio", "image", "video")}
+
+    vocab_size: int = 8448  # codec vocabulary: acoustic codes, then the control ids below
+    embedding_size: int = 3584  # the Thinker's width: codec embeddings and every input vector live there
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int | None = 4
+    head_dim: int | None = 128
+    use_sliding_window: bool = False
+    tts_text_start_token_id: int = 151860  # Thinker ids of the text track's markers
+    tts_text_end_token_id: int = 151861
+    tts_text_pad_token_id: int = 151859
+    tts_codec_start_token_id: int = 8293  # codec ids
+    tts_codec_end_token_id: int = 8294
+    tts_codec_pad_token_id: int = 8292
+    tts_codec_mask_token_id: int = 8296
+    audio_token_id: int = 151646
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+    audio_start_token_id: int = 151647
+    audio_end_token_id: int = 151648
+    position_id_per_seconds: float = 25
+    seconds_per_chunk: float = 2
+    spatial_merge_size: int = 2
+
+    def validate(self, where):
+        super().validate(where)
+        if self.use_sliding_window:
+            raise ConfigError(f"{where}.use_sliding_window: no release uses it and omni does not support it; "
+                              "set it to false")
+        for name in ("tts_codec_start_token_id", "tts_codec_end_token_id", "tts_codec_pad_token_id",
+                     "tts_codec_mask_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ConfigError(f"{where}.{name} ({getattr(self, name)}) must be a codec id below vocab_size "
+                                  f"({self.vocab_size})")
+
+
+@dataclass(kw_only=True)
 class Qwen25OmniConfig(OmniConfig):
     """Thinker (+ encoders), Talker and Token2Wav of Qwen2.5-Omni-7B / -3B."""
 
     MODEL_TYPES: ClassVar = ("qwen2_5_omni",)
 
     thinker_config: Qwen25ThinkerConfig = REQUIRED
-    talker_config: dict | None = None
+    talker_config: Qwen25TalkerConfig | None = None
     token2wav_config: Token2WavConfig | None = None
     model_type: str = "qwen2_5_omni"
 
@@ -177,8 +226,10 @@ _QWEN2_5_OMNI_3B = _qwen2_5_omni(
     text={"vocab_size": 151936, "hidden_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 16,
           "num_key_value_heads": 2, "intermediate_size": 11008},
     output_dim=2048,
+    # talker widths fit the released parameter count; its mrope_section is not published here: the chunked layout
+    # scaled to head_dim 64 (it must sum to head_dim / 2)
     talker={"hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2, "head_dim": 64,
-            "intermediate_size": 4864},
+            "intermediate_size": 4864, "rope_scaling": {**_ROPE, "mrope_section": [8, 12, 12]}},
 )
 
 

@@ -24,61 +24,12 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .config_qwen2_5 import Qwen25TextConfig, Qwen25ThinkerConfig
+from .config_qwen2_5 import Qwen25TalkerConfig, Qwen25ThinkerConfig  # noqa: F401 (the config is re-exported)
 from .errors import InputError
 from .generation import SamplingConfig, next_token
 from .nn import Decoder, DecoderCache
 from .positions import next_position_ids, rope_index_from_config
 from .talker import TalkerOutput
-
-
-@dataclass(kw_only=True)
-class Qwen25TalkerConfig(Qwen25TextConfig):
-    """`talker_config` of Qwen2.5-Omni: a Qwen2.5 decoder (q/k/v biases, chunked M-RoPE) plus its token ids.
-
-    Defaults are the reference implementation's (the 7B numbers, except the widths the presets set).
-    """
-
-    MODEL_TYPES: ClassVar = ("qwen2_5_omni_talker",)
-    ALIASES: ClassVar = {f"{kind}_token_id": (f"{kind}_token_index",) for kind in ("audio", "image", "video")}
-
-    vocab_size: int = 8448  # codec vocabulary: acoustic codes, then the control ids below
-    embedding_size: int = 3584  # the Thinker's width: codec embeddings and every input vector live there
-    hidden_size: int = 3584
-    intermediate_size: int = 18944
-    num_hidden_layers: int = 28
-    num_attention_heads: int = 28
-    num_key_value_heads: int | None = 4
-    head_dim: int | None = 128
-    use_sliding_window: bool = False
-    tts_text_start_token_id: int = 151860  # Thinker ids of the text track's markers
-    tts_text_end_token_id: int = 151861
-    tts_text_pad_token_id: int = 151859
-    tts_codec_start_token_id: int = 8293  # codec ids
-    tts_codec_end_token_id: int = 8294
-    tts_codec_pad_token_id: int = 8292
-    tts_codec_mask_token_id: int = 8296
-    audio_token_id: int = 151646
-    image_token_id: int = 151655
-    video_token_id: int = 151656
-    vision_start_token_id: int = 151652
-    vision_end_token_id: int = 151653
-    audio_start_token_id: int = 151647
-    audio_end_token_id: int = 151648
-    position_id_per_seconds: float = 25
-    seconds_per_chunk: float = 2
-    spatial_merge_size: int = 2
-
-    def validate(self, where):
-        super().validate(where)
-        if self.use_sliding_window:
-            raise ConfigError(f"{where}.use_sliding_window: no release uses it and omni does not support it; "
-                              "set it to false")
-        for name in ("tts_codec_start_token_id", "tts_codec_end_token_id", "tts_codec_pad_token_id",
-                     "tts_codec_mask_token_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ConfigError(f"{where}.{name} ({getattr(self, name)}) must be a codec id below vocab_size "
-                                  f"({self.vocab_size})")
 
 
 class Qwen25Talker(nn.Module):

@@ -52,7 +52,10 @@ def test_release_numbers():
     assert (th.audio_token_id, th.image_token_id, th.video_token_id, th.audio_start_token_id,
             th.vision_start_token_id, th.position_id_per_seconds) == (151646, 151655, 151656, 151647, 151652, 25)
     assert th.audio_config.n_window == 100
-    assert big.talker_config["hidden_size"] == 896
+    tk = big.talker_config  # typed by omni.talker_qwen2_5's section
+    assert (tk.hidden_size, tk.num_attention_heads, tk.head_dim, tk.embedding_size, tk.vocab_size) == (
+        896, 12, 128, 3584, 8448)
+    assert small.talker_config.embedding_size == 2048 and small.talker_config.head_dim == 64
     dit = big.token2wav_config.dit_config  # typed by omni.token2wav; the reference defaults are the release's
     assert (dit.hidden_size, dit.num_hidden_layers, dit.num_attention_heads) == (1024, 22, 16)
     # the Qwen3 release still parses as before
@@ -107,16 +110,17 @@ def test_full_size_thinker_matches_the_reference_on_meta(name):
 
     from omni.model import OmniModel
 
+    from omni.talker_qwen2_5 import Qwen25Talker
+
     d = copy.deepcopy(QWEN2_5_PRESETS[name])
     d.pop("model_type")
-    d["enable_audio_output"] = False
+    cfg = OmniConfig.from_name(name)
     with torch.device("meta"):
-        ref = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig(**d)).thinker
-        model = OmniModel(OmniConfig.from_name(name))  # default components: what omni builds of this release
-        with pytest.raises(ConfigError, match="not implemented"):
-            OmniModel(OmniConfig.from_name(name), components=("thinker", "talker"))
-    assert model.components == ("thinker",)
-    assert sorted(p.numel() for p in model.thinker.parameters()) == sorted(p.numel() for p in ref.parameters())
+        ref = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig(**d))
+        model = OmniModel(cfg, components=("thinker",))
+        talker = Qwen25Talker(cfg.talker_config)
+    assert sorted(p.numel() for p in model.thinker.parameters()) == sorted(p.numel() for p in ref.thinker.parameters())
+    assert sorted(p.numel() for p in talker.parameters()) == sorted(p.numel() for p in ref.talker.parameters())
 
 
 def test_bad_configs_are_named_errors():
