@@ -18,6 +18,7 @@ Everything is seeded and nothing measured (no timings), so the output is the sam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -63,6 +64,7 @@ class Probe:
     def __init__(self):
         self.calls: dict[str, list] = {}
 
+    @contextlib.contextmanager
     def watch(self, model, paths):
         handles = []
         for path in paths:
@@ -72,23 +74,15 @@ class Probe:
                 self.calls.setdefault(path, []).append((_shape(args[0]) if args else None, _shape(out)))
 
             handles.append(module.register_forward_hook(hook))
-        return _Unhook(handles)
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
 
     def get(self, path, call=0):
         calls = self.calls.get(path, [])
         return calls[call] if call < len(calls) else (None, None)
-
-
-class _Unhook:
-    def __init__(self, handles):
-        self.handles = handles
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
 
 
 def _resolve(model, path: str) -> str:
@@ -197,7 +191,7 @@ def _meta(shape, dtype=torch.float32):
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def trace_full(tiny: Probe, batch, tokens, codes) -> Probe:
+def trace_full(tiny: Probe, batch, codes) -> Probe:
     """The same stages on the full-size model, built on the meta device (no memory, no weights): every module runs
     on meta tensors shaped like the tiny run's, with the full-size widths. Data-dependent control values (image /
     video grids, chunk and window counts, sequence lengths) come from the tiny run, whose token layout is the
@@ -361,7 +355,7 @@ def build_blocks() -> dict[str, str]:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tiny, batch, tokens, codes = trace_tiny(os.path.join(tmp, "tiny"))
-    full = trace_full(tiny, batch, tokens, codes)
+    full = trace_full(tiny, batch, codes)
     return {
         "request": block_request(batch, tokens, codes),
         "shapes": block_shapes(tiny, full),
@@ -401,7 +395,8 @@ def main(argv=None) -> int:
             continue
         stale.append(page)
         if args.check:
-            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), page, page + " (new)"))
+            diff = difflib.unified_diff(old.splitlines(True), new.splitlines(True), page, page + " (new)")
+            sys.stdout.writelines(diff)
         else:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(new)

@@ -2,8 +2,8 @@
 
 - `docs/generate.py --check` regenerates the shape, parameter and position blocks from real runs and diffs them
   against the committed pages (fix: run `python docs/generate.py` and commit).
-- Each ```python block of the pages in RUNNABLE runs, in order, in one namespace, in a fresh directory; a block right after
-  `<!-- not run: why -->` is skipped (it needs real weights or the network).
+- Each ```python block of the pages in RUNNABLE runs, in order, in one namespace, in a fresh directory; a block
+  right after `<!-- not run: why -->` is skipped (it needs real weights or the network).
 """
 
 from __future__ import annotations
