@@ -1,0 +1,76 @@
+"""Qwen2.5-Omni speech output end to end vs the reference's `generate`: omni's Thinker (re-reading the reply), Talker
+and Token2Wav, loaded from a checkpoint the reference saved in the official layout, with its voice converted to
+safetensors. Greedy Thinker and Talker; the DiT's noise comes from the same seed."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from omni.config_qwen2_5 import Qwen25ThinkerConfig
+from omni.errors import InputError
+from omni.speech_qwen2_5 import speak
+from omni.talker_qwen2_5 import Qwen25Talker, Qwen25TalkerConfig
+from omni.thinker import Thinker
+from omni.token2wav import Token2Wav, Token2WavConfig, load_speakers, save_speakers
+
+from reference_qwen2_5 import load_part, thinker_config_dict
+from test_talker_qwen2_5 import BIGVGAN, DIT, TALKER, build_pair
+
+STOPS = [TALKER["tts_codec_pad_token_id"], TALKER["tts_codec_end_token_id"]]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("q25speech")
+    ref, _, _ = build_pair()
+    ref.save_pretrained(directory)
+    save_speakers(ref.speaker_map, directory / "spk_dict.safetensors")
+    model = types.SimpleNamespace(
+        thinker=load_part(directory, Thinker(Qwen25ThinkerConfig.from_dict(thinker_config_dict())), "thinker."),
+        talker=load_part(directory, Qwen25Talker(Qwen25TalkerConfig.from_dict(TALKER)), "talker."),
+        token2wav=load_part(directory, Token2Wav(Token2WavConfig.from_dict(
+            {"dit_config": DIT, "bigvgan_config": BIGVGAN})), "token2wav."),
+        speakers=load_speakers(directory),
+    )
+    return ref, model
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_spoken_reply_matches_reference(models, batch):
+    ref, model = models
+    g = torch.Generator().manual_seed(4 if batch == 1 else 6)  # rows that all speak (see test_talker_qwen2_5)
+    ids = torch.randint(0, 190, (batch, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1:, :3] = 0
+    torch.manual_seed(11)
+    sequences, want = ref.generate(
+        input_ids=ids, attention_mask=mask, speaker="Chelsie", thinker_max_new_tokens=6, thinker_do_sample=False,
+        talker_do_sample=False, talker_max_new_tokens=40, token2wav_num_steps=4, talker_eos_token_id=STOPS)
+    want = [want] if batch == 1 else want
+    reply = sequences[:, ids.shape[1]:]
+    torch.manual_seed(11)
+    codes, audio, lengths = speak(model, {"input_ids": ids, "attention_mask": mask}, reply, voice="chelsie",
+                                  do_sample=False, max_new_tokens=40, num_steps=4)
+    assert audio.shape == (batch, 1, int(lengths.max()))
+    for row, wave in enumerate(want):
+        n = int(lengths[row])
+        assert n == wave.numel() and n > 0
+        diff = (audio[row, 0, :n] - wave).abs().max().item()
+        print(f"row {row}: {codes.lengths[row]} codes, waveform max abs diff {diff:.2e}")
+        assert diff <= 1e-4, diff
+        assert not audio[row, 0, n:].any()  # silent past the row's end
+
+
+def test_speech_errors(models):
+    _, model = models
+    batch = {"input_ids": torch.ones(1, 3, dtype=torch.long)}
+    with pytest.raises(InputError, match="available"):
+        speak(model, batch, torch.ones(1, 3, dtype=torch.long), voice="nobody")
+    with pytest.raises(InputError, match="unknown speech option"):
+        speak(model, batch, torch.ones(1, 3, dtype=torch.long), temprature=0.5)
+    bare = types.SimpleNamespace(thinker=model.thinker, talker=model.talker, token2wav=model.token2wav, speakers={})
+    with pytest.raises(InputError, match="convert_speakers"):
+        speak(bare, batch, torch.ones(1, 3, dtype=torch.long))
