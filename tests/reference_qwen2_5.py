@@ -67,3 +67,13 @@ def load_part(directory, module, prefix: str):
                 state[mapped.name[len(prefix):]] = tensor
     module.load_state_dict(state, strict=True)
     return module.eval()
+
+
+def reference_and_tower(directory, tower_class, part: str):
+    """(reference Thinker, omni `tower_class` built from the saved config's thinker.{part}_config and filled from
+    the saved checkpoint through the key map) for one freshly built reference in `directory`."""
+    from omni.config import OmniConfig
+
+    ref = build_reference(directory)
+    cfg = getattr(OmniConfig.from_pretrained(directory).thinker, f"{part}_config")
+    return ref.thinker, load_part(directory, tower_class(cfg), f"thinker.{part}.")

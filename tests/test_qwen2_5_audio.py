@@ -3,24 +3,16 @@
 import pytest
 import torch
 
-from omni.config import OmniConfig
 from omni.errors import InputError
 from omni.positions import pooled_audio_token_count
 from omni.tokenizers.audio_qwen2_5 import Qwen25AudioTokenizer
 
-from reference_qwen2_5 import build_reference, load_part
-
-
-def load_audio(directory) -> Qwen25AudioTokenizer:
-    cfg = OmniConfig.from_pretrained(directory).thinker.audio_config
-    return load_part(directory, Qwen25AudioTokenizer(cfg), "thinker.audio.")
+from reference_qwen2_5 import reference_and_tower
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("q25audio")
-    ref = build_reference(directory)
-    return ref.thinker, load_audio(directory)
+    return reference_and_tower(tmp_path_factory.mktemp("q25audio"), Qwen25AudioTokenizer, "audio")
 
 
 def _compare(pair, lengths, seed=0):

@@ -3,25 +3,17 @@
 import pytest
 import torch
 
-from omni.config import OmniConfig
 from omni.errors import ConfigError, InputError
 from omni.tokenizers.vision_qwen2_5 import Qwen25VisionTokenizer, window_order
 
-from reference_qwen2_5 import build_reference, load_part
-
-
-def load_vision(directory) -> Qwen25VisionTokenizer:
-    cfg = OmniConfig.from_pretrained(directory).thinker.vision_config
-    return load_part(directory, Qwen25VisionTokenizer(cfg), "thinker.vision.")
+from reference_qwen2_5 import reference_and_tower
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     # window_size 16 px = 2 merged tokens per window side (patch 4, merge 2): small grids already need several
     # windows, with partial ones at the edges
-    directory = tmp_path_factory.mktemp("q25vision")
-    ref = build_reference(directory)
-    return ref.thinker, load_vision(directory)
+    return reference_and_tower(tmp_path_factory.mktemp("q25vision"), Qwen25VisionTokenizer, "vision")
 
 
 def _max_diff(pair, grid, seed=0):

@@ -106,7 +106,17 @@ class AudioLayer(nn.Module):
 
 class AudioEncoderBase(nn.Module):
     """What both releases' audio towers share: input checks, packing runs of frames / tokens into padded pieces,
-    and the transformer layers over those pieces (subclasses set `cfg`, `layers`, `gradient_checkpointing`)."""
+    and the transformer layers over those pieces (subclasses add the conv stem, `layers` and the projection)."""
+
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        if cfg.activation_function not in _ACTIVATIONS:
+            raise ConfigError(f"audio_config.activation_function {cfg.activation_function!r} is not supported; "
+                              f"use one of {sorted(_ACTIVATIONS)}")
+        self.cfg = cfg
+        self.chunk = 2 * cfg.n_window  # mel frames per conv chunk
+        self.approximate = _ACTIVATIONS[cfg.activation_function]
+        self.gradient_checkpointing = False  # recompute each layer in the backward pass (omni.training)
 
     def _check(self, feats: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate the inputs; returns the mask (all frames valid when None) and the valid frames per clip (B,)."""
@@ -162,12 +172,7 @@ class AudioTokenizer(AudioEncoderBase):
     """The audio tower. `forward(input_features (B, n_mels, T), feature_attention_mask (B, T)) -> (N, output_dim)`."""
 
     def __init__(self, cfg: AudioConfig):
-        super().__init__()
-        if cfg.activation_function not in _ACTIVATIONS:
-            raise ConfigError(f"audio_config.activation_function {cfg.activation_function!r} is not supported; "
-                              f"use one of {sorted(_ACTIVATIONS)}")
-        self.cfg = cfg
-        self.chunk = 2 * cfg.n_window  # mel frames per conv chunk
+        super().__init__(cfg)
         self.chunk_tokens = _conv_len(_conv_len(_conv_len(self.chunk)))
         if self.chunk_tokens != int(audio_token_count(self.chunk, cfg.n_window)):
             # the release's token-count formula (used for placeholder counts) writes 13 tokens per full chunk
@@ -176,19 +181,16 @@ class AudioTokenizer(AudioEncoderBase):
         if cfg.n_window_infer < self.chunk:
             raise ConfigError(f"audio_config.n_window_infer ({cfg.n_window_infer}) must be at least one chunk "
                               f"(2 * n_window = {self.chunk} mel frames)")
-        approximate = _ACTIVATIONS[cfg.activation_function]
         c = cfg.downsample_hidden_size
         freq = _conv_len(_conv_len(_conv_len(cfg.num_mel_bins)))  # mel bins left after three stride-2 convs
         self.conv1 = nn.Conv2d(1, c, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(c, c, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(c, c, 3, stride=2, padding=1)
         self.conv_out = nn.Linear(c * freq, cfg.d_model, bias=False)
-        self.layers = nn.ModuleList(AudioLayer(cfg, approximate) for _ in range(cfg.encoder_layers))
-        self.gradient_checkpointing = False  # recompute each layer in the backward pass (omni.training)
+        self.layers = nn.ModuleList(AudioLayer(cfg, self.approximate) for _ in range(cfg.encoder_layers))
         self.norm_out = nn.LayerNorm(cfg.d_model)
         self.proj1 = nn.Linear(cfg.d_model, cfg.d_model)
         self.proj2 = nn.Linear(cfg.d_model, cfg.output_dim)
-        self.approximate = approximate
         self.register_buffer("positions", torch.empty(self.chunk_tokens, cfg.d_model), persistent=False)
         self.init_buffers()
 

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config_qwen2_5 import Qwen25AudioConfig
-from ..errors import ConfigError
-from .audio import _ACTIVATIONS, AudioEncoderBase, AudioLayer, sinusoid_table
+from .audio import AudioEncoderBase, AudioLayer, sinusoid_table
 
 
 def _conv_steps(n):
@@ -33,18 +32,11 @@ class Qwen25AudioTokenizer(AudioEncoderBase):
     """`forward(input_features (B, n_mels, T), feature_attention_mask (B, T)) -> (N, output_dim)`."""
 
     def __init__(self, cfg: Qwen25AudioConfig):
-        super().__init__()
-        if cfg.activation_function not in _ACTIVATIONS:
-            raise ConfigError(f"audio_config.activation_function {cfg.activation_function!r} is not supported; "
-                              f"use one of {sorted(_ACTIVATIONS)}")
-        self.cfg = cfg
-        self.chunk = 2 * cfg.n_window  # mel frames per chunk
-        self.approximate = _ACTIVATIONS[cfg.activation_function]
+        super().__init__(cfg)  # checks, chunk = 2 * n_window mel frames (2 s), activation
         d = cfg.d_model
         self.conv1 = nn.Conv1d(cfg.num_mel_bins, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
         self.layers = nn.ModuleList(AudioLayer(cfg, self.approximate, k_bias=False) for _ in range(cfg.encoder_layers))
-        self.gradient_checkpointing = False  # recompute each layer in the backward pass (omni.training)
         self.norm_out = nn.LayerNorm(d)
         self.proj = nn.Linear(d, cfg.output_dim)
         self.audio_bos_eos_token = nn.Embedding(2, cfg.output_dim)  # in the checkpoint; unused by the forward pass
