@@ -18,12 +18,10 @@ continues from the rope deltas. Codes are sampled until codec pad or codec end (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .config import ConfigError
 from .config_qwen2_5 import Qwen25TalkerConfig, Qwen25ThinkerConfig  # noqa: F401 (the config is re-exported)
 from .errors import InputError
 from .generation import SamplingConfig, next_token
