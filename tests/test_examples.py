@@ -53,11 +53,6 @@ def test_multimodal_chat_writes_the_spoken_reply(tmp_path):
     assert f"wrote {n / 24000:.2f} s of speech" in r.stderr
 
 
-def test_multimodal_chat_text_only(tmp_path):
-    run_example("multimodal_chat.py", "--text-only", "--max-new-tokens", "3", cwd=tmp_path)
-    assert not (tmp_path / "reply.wav").exists()
-
-
 @pytest.mark.slow
 def test_stream_speech_appends_chunks_to_the_wav(tmp_path):
     r = run_example("stream_speech.py", "--max-new-tokens", "4", "--max-speech-frames", "4", "--chunk-frames", "2",
