@@ -10,6 +10,7 @@ from .checkpoints import load_state, resolve, save_state
 from .config import OmniConfig
 from .errors import CheckpointError
 from .model import OmniModel, normalize_components
+from .token2wav.speakers import SPEAKERS_FILE, load_speakers, save_speakers
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -52,8 +53,12 @@ def load(
     finally:
         if progress is not None:
             progress.close()
+    if model.token2wav is not None:
+        model.token2wav.float()  # whatever `dtype`: the release runs its ODE and vocoder in fp32
     model.eval()
     model.processor = _processor(directory)
+    if os.path.isfile(os.path.join(directory, SPEAKERS_FILE)):
+        model.speakers = load_speakers(directory)
     return model
 
 
@@ -75,3 +80,5 @@ def save(model: OmniModel, directory, max_shard_size="5GB") -> None:
     model.config.save_pretrained(directory)
     if getattr(model, "processor", None) is not None:
         model.processor.save_pretrained(directory)
+    if getattr(model, "speakers", None):
+        save_speakers(model.speakers, os.path.join(directory, SPEAKERS_FILE))

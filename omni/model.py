@@ -1,23 +1,29 @@
-"""OmniModel: the Thinker, Talker and Code2Wav of one release, built from an OmniConfig."""
+"""OmniModel: the components of one release, built from an OmniConfig: Thinker, Talker and a vocoder (Code2Wav for
+Qwen3-Omni, Token2Wav for Qwen2.5-Omni)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from .code2wav import Code2Wav
-from .config import OmniConfig, TalkerConfig
+from .config import OmniConfig
+from .config_qwen2_5 import Qwen25TalkerConfig
 from .errors import ConfigError
 from .talker import Talker
+from .talker_qwen2_5 import Qwen25Talker
 from .thinker import Thinker
+from .token2wav import Token2Wav
 
-ALL_COMPONENTS = ("thinker", "talker", "code2wav")
-IMPLEMENTED = ("thinker", "talker", "code2wav")  # grows as components land
+# code2wav: the Qwen3-Omni vocoder; token2wav: the Qwen2.5-Omni one (a config describes one or the other)
+ALL_COMPONENTS = ("thinker", "talker", "code2wav", "token2wav")
+IMPLEMENTED = ("thinker", "talker", "code2wav", "token2wav")  # grows as components land
 
 
 def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
     if components is None:  # everything implemented that the config describes
-        described = {"thinker": True, "talker": config is None or isinstance(config.talker_config, TalkerConfig),
-                     "code2wav": config is None or config.code2wav_config is not None}
+        described = {"thinker": True, "talker": config is None or config.talker_config is not None,
+                     "code2wav": config is None or config.code2wav_config is not None,
+                     "token2wav": config is None or getattr(config, "token2wav_config", None) is not None}
         return tuple(c for c in IMPLEMENTED if described[c])
     if isinstance(components, str):
         components = (components,)
@@ -29,7 +35,8 @@ def normalize_components(components, config: OmniConfig | None = None) -> tuple[
 
 
 class OmniModel(nn.Module):
-    """Every component the config describes (or the requested subset), with `.thinker`, `.talker`, `.code2wav`.
+    """Every component the config describes (or the requested subset): `.thinker`, `.talker`, `.code2wav` or
+    `.token2wav` (None when not built).
 
     Under `with torch.device("meta"):` nothing is allocated, so even the 30B model builds instantly.
     """
@@ -41,17 +48,21 @@ class OmniModel(nn.Module):
         not_ready = [c for c in self.components if c not in IMPLEMENTED]
         if not_ready and components is not None:
             raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
-        if "talker" in self.components and config.talker_config is not None and not isinstance(
-                config.talker_config, TalkerConfig):
-            raise ConfigError(f"the talker of {config.model_type} is not implemented yet; load with "
-                              "components=('thinker',)")
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
         if "talker" in self.components and config.talker_config is None:  # e.g. a thinker-only release
             self.components = tuple(c for c in self.components if c != "talker")
-        self.talker = Talker(config.talker_config) if "talker" in self.components else None
+        self.talker = None
+        if "talker" in self.components:
+            qwen2_5 = isinstance(config.talker_config, Qwen25TalkerConfig)
+            self.talker = (Qwen25Talker if qwen2_5 else Talker)(config.talker_config)
         if "code2wav" in self.components and config.code2wav_config is None:
             self.components = tuple(c for c in self.components if c != "code2wav")
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
+        token2wav_config = getattr(config, "token2wav_config", None)
+        if "token2wav" in self.components and token2wav_config is None:
+            self.components = tuple(c for c in self.components if c != "token2wav")
+        self.token2wav = Token2Wav(token2wav_config) if "token2wav" in self.components else None
+        self.speakers = {}  # Qwen2.5 voice presets (name -> Speaker), attached by omni.load from spk_dict.safetensors
         self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files
 
     # -- generation ------------------------------------------------------------------------------------------------

@@ -9,15 +9,13 @@ import types
 import pytest
 import torch
 
-from omni.config_qwen2_5 import Qwen25ThinkerConfig
+import omni
 from omni.errors import InputError
 from omni.speech_qwen2_5 import speak
-from omni.talker_qwen2_5 import Qwen25Talker, Qwen25TalkerConfig
-from omni.thinker import Thinker
-from omni.token2wav import Token2Wav, Token2WavConfig, load_speakers, save_speakers
+from omni.talker_qwen2_5 import Qwen25Talker
+from omni.token2wav import Token2Wav, save_speakers
 
-from reference_qwen2_5 import load_part, thinker_config_dict
-from test_talker_qwen2_5 import BIGVGAN, DIT, TALKER, build_pair
+from test_talker_qwen2_5 import TALKER, build_pair
 
 STOPS = [TALKER["tts_codec_pad_token_id"], TALKER["tts_codec_end_token_id"]]
 
@@ -28,13 +26,9 @@ def models(tmp_path_factory):
     ref, _, _ = build_pair()
     ref.save_pretrained(directory)
     save_speakers(ref.speaker_map, directory / "spk_dict.safetensors")
-    model = types.SimpleNamespace(
-        thinker=load_part(directory, Thinker(Qwen25ThinkerConfig.from_dict(thinker_config_dict())), "thinker."),
-        talker=load_part(directory, Qwen25Talker(Qwen25TalkerConfig.from_dict(TALKER)), "talker."),
-        token2wav=load_part(directory, Token2Wav(Token2WavConfig.from_dict(
-            {"dit_config": DIT, "bigvgan_config": BIGVGAN})), "token2wav."),
-        speakers=load_speakers(directory),
-    )
+    model = omni.load(directory, quiet=True)  # every component, and the voices
+    assert isinstance(model.talker, Qwen25Talker) and isinstance(model.token2wav, Token2Wav)
+    assert model.code2wav is None and sorted(model.speakers) == ["Chelsie"]
     return ref, model
 
 
@@ -74,3 +68,21 @@ def test_speech_errors(models):
     bare = types.SimpleNamespace(thinker=model.thinker, talker=model.talker, token2wav=model.token2wav, speakers={})
     with pytest.raises(InputError, match="convert_speakers"):
         speak(bare, batch, torch.ones(1, 3, dtype=torch.long))
+
+
+def test_save_round_trip(models, tmp_path):
+    """omni.save writes the official layout back (talker and token2wav included) and the voices beside it."""
+    from safetensors.torch import load_file
+
+    ref, model = models
+    omni.save(model, tmp_path)
+    back = omni.load(tmp_path, quiet=True)
+    saved = {}
+    for f in tmp_path.glob("*.safetensors"):
+        if f.name != "spk_dict.safetensors":
+            saved.update(load_file(f))
+    for prefix in ("talker.", "token2wav."):
+        want = {k: v for k, v in ref.state_dict().items() if k.startswith(prefix)}
+        assert want and all(torch.equal(saved[k], v) for k, v in want.items())
+    voice, again = model.speakers["Chelsie"], back.speakers["Chelsie"]
+    assert voice.bos_token == again.bos_token and torch.equal(voice.ref_mel, again.ref_mel)
