@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 import omni
 from omni.errors import InputError, MediaError
@@ -114,9 +115,10 @@ def test_other_sample_rates_are_resampled(tmp_path, rate):
     assert abs(float(np.abs(wave[2000:-2000]).max()) - 0.3) < 0.01  # amplitude kept (PCM_16 quantisation)
 
 
-def test_twenty_minutes_in_bounded_memory(tmp_path):
+def test_twenty_minutes_in_bounded_memory(tiny_model, tmp_path):
     """20 minutes at 16 kHz (19.2 M samples): file -> waveform -> log-mel in well under 1 GB of extra memory
-    (measured ~0.7 GB: the STFT of the whole clip at once), and the token count the processor will expand to."""
+    (measured ~0.7 GB: the STFT of the whole clip at once), the token count the processor will expand to, and the
+    (tiny) audio tower over all of it (windowed attention: ~0.4 GB)."""
     n = 20 * 60 * SAMPLE_RATE
     path = tmp_path / "long.wav"
     soundfile.write(path, (0.1 * np.sin(np.arange(n, dtype=np.float32) * 0.05)), SAMPLE_RATE, subtype="PCM_16")
@@ -124,8 +126,12 @@ def test_twenty_minutes_in_bounded_memory(tmp_path):
         wave = load_audio(str(path))
         out = log_mel_features([wave])
         frames = out["feature_attention_mask"].sum(-1)
-        del wave, out
+        del wave
     assert int(frames) == n // 160
     assert int(audio_token_count(frames.long(), 50)) == 15600  # 13 tokens per 100-frame chunk
     assert grew["bytes"] < 48 * n, f"peak RSS grew by {grew['bytes'] / 2**20:.0f} MiB"  # 48 B/sample: < 880 MiB
+    with peak_rss_growth() as grew, torch.no_grad():
+        embeddings = tiny_model.thinker.audio(out["input_features"], out["feature_attention_mask"])
+    assert embeddings.shape == (15600, 64) and bool(torch.isfinite(embeddings).all())
+    assert grew["bytes"] < 48 * n, f"the audio tower grew peak RSS by {grew['bytes'] / 2**20:.0f} MiB"
     _healthy()
