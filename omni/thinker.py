@@ -85,6 +85,10 @@ class Thinker(nn.Module):
             ("video", pixel_values_videos, video_grid_thw, c.video_token_id),
         ):
             if pixels is None:
+                if grid is not None:  # the positions would count this media, the embeddings would not hold it
+                    name = "pixel_values" if kind == "image" else "pixel_values_videos"
+                    raise InputError(f"{kind}_grid_thw was given without {name}; pass both (as omni.Processor "
+                                     f"returns them) or neither")
                 continue
             if grid is None:
                 raise InputError(f"{kind} pixels were given without their {kind}_grid_thw")

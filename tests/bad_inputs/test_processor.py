@@ -86,6 +86,9 @@ def test_model_batch_with_mismatched_media(tiny_model, processor):
                            feature_attention_mask=audio["feature_attention_mask"])
     with pytest.raises(InputError, match="image pixels were given without their image_grid_thw"):
         tiny_model.thinker(input_ids=two["input_ids"], pixel_values=two["pixel_values"])
+    with pytest.raises(InputError, match="image_grid_thw was given without pixel_values; pass both"):
+        tiny_model.thinker(input_ids=two["input_ids"], attention_mask=two["attention_mask"],
+                           image_grid_thw=two["image_grid_thw"])
     out = tiny_model.thinker(**two)
     assert out.logits.shape[:2] == two["input_ids"].shape
 
