@@ -111,11 +111,14 @@ def parameter_table(cfg) -> list[tuple[str, int, int]]:
     if getattr(model, "talker", None) is not None:
         tk = model.talker
         total = _count(tk)
-        routed_away = _count(tk.decoder) - _active(cfg.talker.text_config, tk.decoder)
-        rows.append(("talker (+ code predictor)", total, total - routed_away))
-    if getattr(model, "code2wav", None) is not None:
-        n = _count(model.code2wav)
-        rows.append(("code2wav", n, n))
+        decoder_cfg = getattr(cfg.talker, "text_config", cfg.talker)  # Qwen2.5: the talker section is its decoder's
+        routed_away = _count(tk.decoder) - _active(decoder_cfg, tk.decoder)
+        name = "talker (+ code predictor)" if hasattr(tk, "code_predictor") else "talker"
+        rows.append((name, total, total - routed_away))
+    for vocoder in ("code2wav", "token2wav"):  # Qwen3-Omni / Qwen2.5-Omni
+        if getattr(model, vocoder, None) is not None:
+            n = _count(getattr(model, vocoder))
+            rows.append((vocoder, n, n))
     return rows
 
 
@@ -130,16 +133,18 @@ def cmd_info(args) -> int:
         cfg = OmniConfig.from_pretrained(resolve_config_dir(args.model))
     t = cfg.thinker.text_config
     print(f"model_type {cfg.model_type}")
+    ffn = (f"{t.num_experts} experts (top-{t.num_experts_per_tok})" if t.num_experts
+           else f"dense MLP {t.intermediate_size}")
     print(f"thinker LM: {t.num_hidden_layers} layers, width {t.hidden_size}, {t.num_attention_heads} heads / "
-          f"{t.num_key_value_heads} kv heads x {t.dim_head}, {t.num_experts} experts (top-{t.num_experts_per_tok}), "
-          f"vocab {t.vocab_size}")
+          f"{t.num_key_value_heads} kv heads x {t.dim_head}, {ffn}, vocab {t.vocab_size}")
     rows = parameter_table(cfg)
     print(f"\n{'component':28s} {'parameters':>16s} {'active/token':>16s}")
     for name, total, active in rows:
         print(f"{name:28s} {total:16,d} {active:16,d}")
     print(f"{'total':28s} {sum(r[1] for r in rows):16,d} {sum(r[2] for r in rows):16,d}")
     counted = " ".join(r[0] for r in rows)
-    missing = [c for c in ("talker", "code2wav") if getattr(cfg, c) is not None and c not in counted]
+    missing = [c for c in ("talker", "code2wav", "token2wav")
+               if getattr(cfg, f"{c}_config", None) is not None and c not in counted]
     if missing:
         print(f"(not implemented in this omni version, not counted: {', '.join(missing)})")
     return 0

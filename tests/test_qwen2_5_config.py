@@ -123,6 +123,16 @@ def test_full_size_thinker_matches_the_reference_on_meta(name):
     assert sorted(p.numel() for p in talker.parameters()) == sorted(p.numel() for p in ref.talker.parameters())
 
 
+@pytest.mark.parametrize("name,thinker", [("qwen2.5-omni-7b", 8_931_813_888), ("qwen2.5-omni-3b", 4_703_464_448)])
+def test_info_parameter_table(name, thinker):
+    from omni.cli import parameter_table
+
+    rows = {row[0]: row[1] for row in parameter_table(OmniConfig.from_name(name))}
+    assert rows["thinker.vision"] + rows["thinker.audio"] + rows["thinker LM"] == thinker
+    if "talker" in rows and name.endswith("3b"):  # third-party count of the released 3B talker
+        assert rows["talker"] == 375_199_616 + 1_835_904 + 7_569_408
+
+
 def test_bad_configs_are_named_errors():
     d = json.loads(json.dumps(QWEN2_5_PRESETS["tiny-qwen2.5"]))
     d["thinker_config"]["vision_config"]["window_size"] = 30  # not a multiple of patch * merge = 28
