@@ -161,9 +161,10 @@ def test_text_only_logits(pair):
     assert (got - want)[mask.bool()].abs().max().item() <= 1e-4
 
 
-def test_greedy_generation_is_identical(pair):
+@pytest.mark.parametrize("make", [mixed_batch, audio_in_video_batch])
+def test_greedy_generation_is_identical(pair, make):
     ref, model = pair
-    batch = mixed_batch(seed=7)
+    batch = make(seed=7)
     n = 16
     with torch.no_grad():
         want = ref.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False)[:, -n:]
