@@ -263,11 +263,10 @@ def _prepare(model, inputs, use_audio_in_video=False):
 def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False, speak: bool = False,
              voice: str = "ethan", speech: dict | None = None, **options):
     """See OmniModel.generate. With `speak=True` the reply is also spoken: Talker codes -> Code2Wav waveform
-    (`speech`: options of omni.speech.SpeechSampling, e.g. {"do_sample": False, "max_frames": 500})."""
+    (`speech`: options of omni.speech.SpeechSampling, e.g. {"do_sample": False, "max_frames": 500}); for
+    Qwen2.5-Omni Talker codes -> Token2Wav (`speech`: see omni.speech_qwen2_5.speak, e.g. {"num_steps": 10})."""
     if speak:
-        from .speech import check_can_speak
-
-        check_can_speak(model, voice)
+        _speech_module(model).check_can_speak(model, voice)
     batch, tok, conversation = _prepare(model, inputs, use_audio_in_video)
     cfg = _sampling_config(model, tok, options)
     text_of = (lambda ids: tok.decode(ids, skip_special_tokens=True)) if tok is not None else None
@@ -276,7 +275,13 @@ def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False
         return tokens
     texts = [tok.decode(_until_eos(row, cfg), skip_special_tokens=True) for row in tokens.tolist()] if tok else []
     result = Generation(tokens=tokens, text=texts)
-    if speak and tokens.shape[1] > 0:
+    if speak and tokens.shape[1] > 0 and model.config.model_type == "qwen2_5_omni":
+        from .speech_qwen2_5 import speak as speak_qwen2_5
+
+        codes, result.audio, result.audio_lengths = speak_qwen2_5(
+            model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids, **_speech_options(speech, cfg))
+        result.codes = codes.codes  # (B, N): one codec stream
+    elif speak and tokens.shape[1] > 0:
         from .speech import speak as speech_codes
 
         codes = speech_codes(model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids,
@@ -284,6 +289,17 @@ def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False
         result.codes = codes.codes
         result.audio, result.audio_lengths = _decode_speech(model.code2wav, codes.codes, codes.lengths)
     return result
+
+
+def _speech_module(model):
+    """The speech side of the model's release."""
+    if model.config.model_type == "qwen2_5_omni":
+        from . import speech_qwen2_5
+
+        return speech_qwen2_5
+    from . import speech
+
+    return speech
 
 
 def _until_eos(row: list[int], cfg: SamplingConfig) -> list[int]:
@@ -326,9 +342,10 @@ def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False,
     """See OmniModel.stream: yields text pieces (str) as the Thinker writes them, then, with `speak=True`,
     waveform chunks (1-D float tensors at 24 kHz) as the Talker produces `audio_chunk_frames` codec frames."""
     if speak:
-        from .speech import check_can_speak
-
-        check_can_speak(model, voice)
+        if model.config.model_type == "qwen2_5_omni":
+            raise InputError("streamed speech is implemented for Qwen3-Omni; for Qwen2.5-Omni use "
+                             "generate(..., speak=True), or stream the text with speak=False")
+        _speech_module(model).check_can_speak(model, voice)
     batch, tok, _ = _prepare(model, inputs, use_audio_in_video)
     if batch["input_ids"].shape[0] != 1:
         raise InputError("stream() decodes one conversation at a time; use generate() for batches")

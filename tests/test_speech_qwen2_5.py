@@ -86,3 +86,26 @@ def test_save_round_trip(models, tmp_path):
         assert want and all(torch.equal(saved[k], v) for k, v in want.items())
     voice, again = model.speakers["Chelsie"], back.speakers["Chelsie"]
     assert voice.bos_token == again.bos_token and torch.equal(voice.ref_mel, again.ref_mel)
+
+
+def test_generate_speak(models):
+    """model.generate(..., speak=True): omni's own greedy Thinker reply, spoken; the same waveform as the reference."""
+    ref, model = models
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 190, (1, 7), generator=g)
+    mask = torch.ones_like(ids)
+    torch.manual_seed(11)
+    sequences, want = ref.generate(
+        input_ids=ids, attention_mask=mask, speaker="Chelsie", thinker_max_new_tokens=6, thinker_do_sample=False,
+        talker_do_sample=False, talker_max_new_tokens=40, token2wav_num_steps=4, talker_eos_token_id=STOPS)
+    torch.manual_seed(11)
+    out = model.generate({"input_ids": ids, "attention_mask": mask}, max_new_tokens=6, do_sample=False,
+                         eos_token_ids=(), speak=True, voice="Chelsie",
+                         speech={"do_sample": False, "max_new_tokens": 40, "num_steps": 4})
+    assert torch.equal(out.tokens, sequences[:, ids.shape[1]:])
+    n = int(out.audio_lengths[0])
+    assert n == want.numel()
+    diff = (out.audio[0, 0, :n] - want).abs().max().item()
+    assert diff <= 1e-4, diff
+    with pytest.raises(InputError, match="streamed speech"):
+        model.stream([{"role": "user", "content": "hi"}], speak=True)
