@@ -39,7 +39,7 @@ import torch
 
 from .errors import ConfigError, InputError
 from .positions import audio_token_count, chunk_slices, pooled_audio_token_count
-from .tokenizers.chat import MEDIA_TYPES, check_messages, load_chat_template, render_chat
+from .tokenizers.chat import MEDIA_TYPES, check_chat_template, check_messages, load_chat_template, render_chat
 from .tokenizers.text import TextTokenizer
 
 IGNORE_INDEX = -100  # label value the loss skips
@@ -138,6 +138,8 @@ class Processor:
             video_fps = QWEN2_5_VIDEO_FPS if video_fps is None else video_fps
         self.tokenizer = tokenizer
         self.chat_template = chat_template or tokenizer.chat_template
+        if self.chat_template:
+            check_chat_template(self.chat_template)  # a broken template fails at load, not at the first request
         self.merge_size, self.n_window = merge_size, n_window
         self.position_id_per_seconds, self.video_fps = position_id_per_seconds, video_fps
         self.sampling_rate = sampling_rate
@@ -436,8 +438,15 @@ def _media_options(directory: str) -> dict:
     options = {}
     image_options = {k: pre[k] for k in _IMAGE_KEYS if pre.get(k) is not None}
     video_options = {k: video[k] for k in _VIDEO_KEYS if video.get(k) is not None}
+    from .tokenizers.image import check_media_options
+
+    video_file = next((n for n in ("video_preprocessor_config.json", "preprocessor_config.json") if n in found),
+                      "preprocessor_config.json")
+    for name, opts in (("preprocessor_config.json", image_options), (video_file, video_options)):
+        check_media_options(os.path.join(directory, name), opts)
     if image_options:
         options["image_options"] = image_options
     if video_options:
         options["video_options"] = video_options
     return options
+

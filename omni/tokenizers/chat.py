@@ -60,8 +60,11 @@ def load_chat_template(directory: str | os.PathLike) -> str | None:
     directory = os.fspath(directory)
     jinja = os.path.join(directory, "chat_template.jinja")
     if os.path.isfile(jinja):
-        with open(jinja, encoding="utf-8") as f:
-            return f.read()
+        try:
+            with open(jinja, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the chat template {jinja}: {e}") from None
     for name in ("chat_template.json", "tokenizer_config.json"):
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
@@ -122,6 +125,11 @@ def _compile(template: str):
         except jinja2.TemplateError as e:
             raise ConfigError(f"the chat template does not parse: {e}") from None
     return _COMPILED[template]
+
+
+def check_chat_template(template: str) -> None:
+    """Raise ConfigError now when `template` does not parse, rather than at the first conversation."""
+    _compile(template)
 
 
 def check_messages(messages) -> list[dict]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import MediaError
+from ..errors import ConfigError, MediaError
 
 PATCH_SIZE, MERGE_SIZE, TEMPORAL_PATCH_SIZE = 16, 2, 2
 MIN_PIXELS = 56 * 56  # 3136, preprocessor_config.json of the release
@@ -249,3 +249,24 @@ def preprocess_images(images, *, patch_size: int = PATCH_SIZE, merge_size: int =
         pixels.append(patches)
         grids.append(grid)
     return {"pixel_values": torch.cat(pixels), "image_grid_thw": torch.tensor(grids, dtype=torch.long)}
+
+
+def check_media_options(path: str, options: dict) -> None:
+    """Preprocessing options read from `path` (a preprocessor_config.json): sizes must be positive integers and
+    mean / std one or three numbers, or every image would fail later, obscurely."""
+    for key in ("patch_size", "merge_size", "temporal_patch_size", "min_pixels", "max_pixels"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{path}: {key} must be a positive integer, got {value!r}")
+    if options.get("min_pixels", 0) > options.get("max_pixels", float("inf")):
+        raise ConfigError(f"{path}: min_pixels ({options['min_pixels']}) is above max_pixels ({options['max_pixels']})")
+    for key in ("image_mean", "image_std"):
+        value = options.get(key)
+        if value is None:
+            continue
+        numbers = [value] * 3 if isinstance(value, (int, float)) else value
+        if (not isinstance(numbers, list) or len(numbers) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers)):
+            raise ConfigError(f"{path}: {key} must be one number or three (R, G, B), got {value!r}")
+        if key == "image_std" and any(x == 0 for x in numbers):
+            raise ConfigError(f"{path}: image_std must not contain zeros, got {value!r}")

@@ -270,3 +270,30 @@ def test_healthy_after_failures(tiny_dir, sharded_dir, tmp_path):
     b = omni.load(sharded_dir, components=("thinker",), quiet=True)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), name
+
+
+# -- the small files beside the weights -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, content, error, fragments", [
+    ("tokenizer.json", "{not json", ConfigError, ["cannot load", "tokenizer.json"]),
+    ("tokenizer_config.json", "{oops", ConfigError, ["cannot read tokenizer config", "tokenizer_config.json"]),
+    ("chat_template.jinja", "{% for %}", ConfigError, ["chat template does not parse"]),
+    ("chat_template.jinja", "\udcff", ConfigError, ["cannot read the chat template", "chat_template.jinja"]),
+    ("chat_template.json", "{]", ConfigError, ["cannot read the chat template", "chat_template.json"]),
+    ("preprocessor_config.json", "{]", ConfigError, ["cannot read", "preprocessor_config.json"]),
+    ("preprocessor_config.json", '{"patch_size": "16"}', ConfigError,
+     ["preprocessor_config.json: patch_size must be a positive integer, got '16'"]),
+    ("preprocessor_config.json", '{"min_pixels": 5000, "max_pixels": 100}', ConfigError,
+     ["min_pixels (5000) is above max_pixels (100)"]),
+    ("preprocessor_config.json", '{"image_std": [0.5, 0, 0.5]}', ConfigError, ["image_std must not contain zeros"]),
+    ("video_preprocessor_config.json", '{"image_mean": [0.5, 0.5]}', ConfigError,
+     ["video_preprocessor_config.json: image_mean must be one number or three"]),
+    ("config.json", "\udcff", ConfigError, ["config.json is not valid JSON"]),
+], ids=["tokenizer", "tokenizer-config", "template-syntax", "template-bytes", "template-json", "preprocessor-json", "patch-size",
+        "pixel-bounds", "zero-std", "video-mean", "config-bytes"])
+def test_broken_metadata_file(tiny_dir, tmp_path, name, content, error, fragments):
+    d = _copy(tiny_dir, tmp_path)
+    with open(os.path.join(d, name), "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(content)
+    _fails(d, error, *fragments)
