@@ -32,23 +32,25 @@ def models(tmp_path_factory):
     return ref, model
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_spoken_reply_matches_reference(models, batch):
+def test_spoken_reply_matches_reference(models):
+    """A left-padded batch of 2 whose second row's reply ends early (on a Thinker eos): codes and waveforms per row."""
     ref, model = models
-    g = torch.Generator().manual_seed(4 if batch == 1 else 6)  # rows that all speak (see test_talker_qwen2_5)
-    ids = torch.randint(0, 190, (batch, 7), generator=g)
+    g = torch.Generator().manual_seed(6)  # rows that all speak (see test_talker_qwen2_5)
+    ids = torch.randint(0, 190, (2, 7), generator=g)
     mask = torch.ones_like(ids)
-    mask[1:, :3] = 0
+    mask[1, :3] = 0
+    eos = 118  # the second token of row 1's greedy reply: that row ends there, its text track says text-end
     torch.manual_seed(11)
     sequences, want = ref.generate(
         input_ids=ids, attention_mask=mask, speaker="Chelsie", thinker_max_new_tokens=6, thinker_do_sample=False,
-        talker_do_sample=False, talker_max_new_tokens=40, token2wav_num_steps=4, talker_eos_token_id=STOPS)
-    want = [want] if batch == 1 else want
+        thinker_eos_token_id=eos, talker_do_sample=False, talker_max_new_tokens=40, token2wav_num_steps=4,
+        talker_eos_token_id=STOPS)
     reply = sequences[:, ids.shape[1]:]
+    assert reply[1, 1] == eos and (reply[0] != eos).all()
     torch.manual_seed(11)
     codes, audio, lengths = speak(model, {"input_ids": ids, "attention_mask": mask}, reply, voice="chelsie",
-                                  do_sample=False, max_new_tokens=40, num_steps=4)
-    assert audio.shape == (batch, 1, int(lengths.max()))
+                                  thinker_eos_token_ids=(eos,), do_sample=False, max_new_tokens=40, num_steps=4)
+    assert audio.shape == (2, 1, int(lengths.max()))
     for row, wave in enumerate(want):
         n = int(lengths[row])
         assert n == wave.numel() and n > 0

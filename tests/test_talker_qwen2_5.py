@@ -139,7 +139,7 @@ def _spy(obj, name: str, record: list):
     return real
 
 
-@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("batch", [2])  # batch 1: see test_speech_qwen2_5
 def test_greedy_speech_matches_reference(pair, thinker_cfg, batch):
     """Reference generate (greedy Thinker and Talker) vs omni's Talker and Token2Wav fed the same Thinker states:
     identical codes, and the same waveforms from the same noise. Batch 2: the second row is left-padded."""
