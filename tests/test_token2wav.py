@@ -225,3 +225,18 @@ def test_convert_speakers_example(tmp_path, monkeypatch):
     voice = load_speakers(tmp_path)["Ethan"]
     assert voice.bos_token == 151870
     assert torch.equal(voice.cond, cond) and torch.equal(voice.ref_mel, ref_mel[0])
+
+
+def test_released_size_builds_on_meta():
+    """The released Token2Wav (config defaults = the release's numbers), on the meta device: tensor for tensor the
+    reference's sizes, and the parameter counts the release is known by (DiT 333,607,760; BigVGAN 115,443,504)."""
+    from transformers.models.qwen2_5_omni import configuration_qwen2_5_omni as C
+    from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as M
+
+    with torch.device("meta"):
+        ref = M.Qwen2_5OmniToken2WavModel(C.Qwen2_5OmniToken2WavConfig())
+        model = Token2Wav(Token2WavConfig())
+    shapes = sorted(tuple(p.shape) for p in model.parameters())
+    assert shapes == sorted(tuple(p.shape) for p in ref.parameters())
+    assert sum(p.numel() for p in model.dit.parameters()) == 333_607_760
+    assert sum(p.numel() for p in model.bigvgan.parameters()) == 115_443_504
