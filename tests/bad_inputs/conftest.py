@@ -7,7 +7,6 @@ import os
 from contextlib import contextmanager
 
 import pytest
-import torch
 
 import omni
 from omni.demo import build_tiny_checkpoint
@@ -57,7 +56,3 @@ def assert_healthy_generation(model) -> None:
     """A normal request after a failure still produces tokens."""
     out = model.generate([{"role": "user", "content": "hello"}], max_new_tokens=2)
     assert out.tokens.shape == (1, 2)
-
-
-def tensors_close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool((a - b).abs().max() <= 1e-6)
