@@ -471,8 +471,9 @@ class OmniConfig(Section):
             )
         return super().from_dict(d, where)
 
-    def validate(self, where):
-        """What ties the components together: the Talker reads the Thinker's states."""
+    def check_talker_fits_thinker(self, where: str = "config") -> None:
+        """The Talker reads the Thinker's states: their widths and the layer it reads must agree. (Checked when a
+        model with a Talker is built: a thinker-only model may carry a Talker section it never uses.)"""
         tk, text = self.talker_config, self.thinker_config.text_config
         if isinstance(tk, TalkerConfig):
             if tk.thinker_hidden_size != text.hidden_size:

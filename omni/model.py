@@ -53,6 +53,7 @@ class OmniModel(nn.Module):
             self.components = tuple(c for c in self.components if c != "talker")
         self.talker = None
         if "talker" in self.components:
+            config.check_talker_fits_thinker(type(config).__name__)
             qwen2_5 = isinstance(config.talker_config, Qwen25TalkerConfig)
             self.talker = (Qwen25Talker if qwen2_5 else Talker)(config.talker_config)
         if "code2wav" in self.components and config.code2wav_config is None:
