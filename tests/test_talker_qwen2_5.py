@@ -201,3 +201,33 @@ def test_config_and_input_errors(pair, thinker_cfg):
     with pytest.raises(InputError, match="embeds and hidden"):
         build_talker_inputs(talker, thinker_cfg, nn.Embedding(256, 48), ids, ids[:, :2], torch.zeros(1, 4, 48),
                             torch.zeros(1, 4, 48), SPEAKER_BOS)
+
+
+def test_sampled_codes_match_reference(pair, thinker_cfg):
+    """With the release's sampling (temperature 0.9, top-k 40, top-p 0.8, repetition penalty 1.05) and the same
+    global seed, omni draws the same codes as the reference: the logits processors agree to the bit."""
+    ref, talker, _ = pair
+    g = torch.Generator().manual_seed(6)
+    ids = torch.randint(0, 190, (2, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    thinker_out, talker_out = [], []
+    real_thinker = _spy(ref.thinker, "generate", thinker_out)
+    real_talker = _spy(ref.talker, "generate", talker_out)
+    try:
+        torch.manual_seed(21)
+        ref.generate(input_ids=ids, attention_mask=mask, speaker="Chelsie", thinker_max_new_tokens=6,
+                     thinker_do_sample=False, talker_max_new_tokens=12, token2wav_num_steps=2,
+                     talker_eos_token_id=[TALKER["tts_codec_pad_token_id"], TALKER["tts_codec_end_token_id"]])
+    finally:
+        ref.thinker.generate, ref.talker.generate = real_thinker, real_talker
+    steps = thinker_out[0].hidden_states
+    inputs = build_talker_inputs(
+        talker, thinker_cfg, _thinker_embedding(ref), ids, thinker_out[0].sequences[:, ids.shape[1]:],
+        torch.cat([s[0] for s in steps], 1), torch.cat([s[-1] for s in steps], 1), SPEAKER_BOS, attention_mask=mask)
+    torch.manual_seed(21)
+    out = generate_codes(talker, inputs, max_new_tokens=12)  # the release's sampling defaults
+    want = talker_out[0][:, ids.shape[1] + 2:]
+    assert torch.equal(out.codes, want), (out.codes, want)
+    greedy = generate_codes(talker, inputs, max_new_tokens=12, do_sample=False)
+    assert not torch.equal(greedy.codes, out.codes)  # it did sample
