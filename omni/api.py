@@ -6,7 +6,8 @@ import os
 
 import torch
 
-from .checkpoints import load_state, resolve, save_state
+from .checkpoints import load_state, resolve, save_state, weight_map
+from .checkpoints.io import component_of
 from .config import OmniConfig
 from .errors import CheckpointError
 from .model import OmniModel, normalize_components
@@ -34,12 +35,17 @@ def load(
 ) -> OmniModel:
     """Load an official Qwen-Omni checkpoint (local directory or hub repo id) into an OmniModel.
 
-    components: which parts to build and read, e.g. ("thinker",); default: every implemented part.
+    components: which parts to build and read, e.g. ("thinker",); default: every implemented part that the config
+        describes and the checkpoint holds tensors of (a thinker-only save loads as a thinker).
     dtype: cast floating tensors (default: keep the stored dtype). device: where the weights go.
     """
+    requested = components
     components = normalize_components(components)
     directory = resolve(os.fspath(path_or_repo_id), components, revision, quiet)
     config = OmniConfig.from_pretrained(directory)
+    if requested is None:
+        held = {component_of(key) for key in weight_map(directory)}
+        components = tuple(c for c in normalize_components(None, config) if c == "thinker" or c in held)
     with torch.device("meta"):
         model = OmniModel(config, components)
     progress = None

@@ -5,12 +5,15 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 
 import omni
 from omni.config import OmniConfig
 from omni.demo import synthetic_media, tiny_tokenizer_files
 from omni.model import OmniModel
+
+from reference_qwen2_5 import build_reference
 
 # the Qwen2.5-Omni strings of the placeholders and markers, and the tokenizer_config.json keys naming them
 QWEN2_5_TOKENS = {
@@ -60,3 +63,14 @@ def test_load_with_processor_and_generate(tmp_path):
     assert out.logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(out.logits).all()
     tokens = model.generate(batch, max_new_tokens=4, eos_token_ids=())
     assert tokens.shape == (2, 4)
+
+
+def test_default_components_are_what_the_checkpoint_holds(tmp_path):
+    # a thinker-only checkpoint whose config.json still describes the speech side (as omni.save and the reference
+    # write it) loads as a thinker; asking for the missing parts is still an error
+    build_reference(tmp_path / "q25")
+    assert omni.load(tmp_path / "q25", quiet=True).components == ("thinker",)
+    with pytest.raises(omni.CheckpointError, match="missing tensors"):
+        omni.load(tmp_path / "q25", components=("thinker", "talker"), quiet=True)
+    omni.save(OmniModel(OmniConfig.from_name("tiny"), components=("thinker",)), tmp_path / "q3")
+    assert omni.load(tmp_path / "q3", quiet=True).components == ("thinker",)
