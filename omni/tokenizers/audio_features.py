@@ -42,6 +42,7 @@ SAMPLE_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 128
+_FRAMES_PER_PIECE = 6000  # STFT frames computed at once (60 s): bounds the memory of long clips
 
 __all__ = ["SAMPLE_RATE", "load_audio", "resample", "log_mel_features", "mel_filters"]
 
@@ -298,15 +299,20 @@ def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None, max_sampl
     batch = batch.to(device) if device is not None else batch
 
     window = torch.hann_window(N_FFT, device=batch.device)  # periodic
-    spec = torch.stft(batch, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect",
-                      return_complex=True)  # (B, 201, longest // 160 + 1)
-    power = spec[..., :-1].abs() ** 2  # the last frame is dropped
-    mel = mel_filters().to(batch.device) @ power  # (B, 128, T)
-    log = torch.clamp(mel, min=1e-10).log10()
+    filters = mel_filters().to(batch.device)
+    # centered STFT = reflect-pad by n_fft/2, then plain frames; done a piece of frames at a time so a long clip
+    # never holds its whole complex spectrogram (20 minutes: 0.2 GB complex + 0.1 GB power per copy)
+    padded = F.pad(batch[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]
+    T = longest // HOP_LENGTH  # the STFT's last frame is dropped
+    log = torch.empty(len(waves), N_MELS, T, device=batch.device)
+    for f0 in range(0, T, _FRAMES_PER_PIECE):
+        f1 = min(f0 + _FRAMES_PER_PIECE, T)
+        piece = padded[:, f0 * HOP_LENGTH: (f1 - 1) * HOP_LENGTH + N_FFT]
+        spec = torch.stft(piece, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)  # (B, 201, n)
+        log[..., f0:f1] = torch.clamp(filters @ spec.abs() ** 2, min=1e-10).log10()
     peak = log.amax(dim=(1, 2), keepdim=True)  # per clip, padded frames included
-    log = (torch.maximum(log, peak - 8.0) + 4.0) / 4.0
+    log = torch.maximum(log, peak - 8.0).add_(4.0).div_(4.0)
 
-    T = log.shape[-1]
     owned = torch.clamp((lengths + HOP_LENGTH - 1) // HOP_LENGTH, max=T)  # frames whose start is inside the clip
     mask = (torch.arange(T)[None] < owned[:, None]).to(torch.int32)
     return {"input_features": log, "feature_attention_mask": mask.to(log.device)}
