@@ -58,8 +58,9 @@ def _findings(source: str, name: str) -> list[str]:
                     found.append(f"{where} {func}(weights_only=...)")
         elif isinstance(node, ast.Name) and node.id == "trust_remote_code":
             found.append(f"{where} name trust_remote_code")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "trust_remote_code" in node.value:
-            found.append(f"{where} string mentioning trust_remote_code")
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+                and node.slice.value == "trust_remote_code":  # kwargs["trust_remote_code"] = ...
+            found.append(f"{where} subscript trust_remote_code")
     return found
 
 
@@ -76,14 +77,14 @@ def test_package_never_unpickles_or_runs_code():
     "import pickle", "from dill import loads", "import torch\ntorch.load('x.pt')", "eval('1')", "exec('x = 1')",
     "import subprocess\nsubprocess.run('ls', shell=True)", "import os\nos.system('ls')",
     "AutoModel.from_pretrained('x', trust_remote_code=True)", "np.load('x.npy', allow_pickle=True)",
-    "torch.load('x', weights_only=False)",
+    "torch.load('x', weights_only=False)", "kwargs['trust_remote_code'] = True",
 ])
 def test_the_scanner_catches_each_construct(snippet):
     assert _findings(snippet, "snippet.py"), snippet
 
 
 def test_the_scanner_lets_safe_code_through():
-    safe = "import subprocess\nsubprocess.run(['ls'], shell=False)\nmodel.eval()\npickle = 'spk_dict.pt'\n"
+    safe = "import subprocess\nsubprocess.run(['ls'], shell=False)\nmodel.eval()\npickle = 'spk_dict.pt'\n" + '"""never pass trust_remote_code"""\n'
     assert _findings(safe, "safe.py") == []
 
 
