@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..config import ConfigError, Section, _positive
+from ..config import Code2WavConfig, ConfigError, Section, _positive
 
 
 @dataclass(kw_only=True)
@@ -46,11 +46,7 @@ class DiTConfig(Section):
     enc_res2net_scale: int = 2
     enc_se_channels: int = 64
 
-    @property
-    def theta(self) -> float:
-        if self.rope_parameters and "rope_theta" in self.rope_parameters:
-            return float(self.rope_parameters["rope_theta"])
-        return float(self.rope_theta if self.rope_theta is not None else 10000.0)
+    theta = Code2WavConfig.theta  # the same rule: rope_parameters, else rope_theta, else 10000
 
     def validate(self, where):
         _positive(where, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
