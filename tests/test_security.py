@@ -84,7 +84,8 @@ def test_the_scanner_catches_each_construct(snippet):
 
 
 def test_the_scanner_lets_safe_code_through():
-    safe = "import subprocess\nsubprocess.run(['ls'], shell=False)\nmodel.eval()\npickle = 'spk_dict.pt'\n" + '"""never pass trust_remote_code"""\n'
+    safe = ("import subprocess\nsubprocess.run(['ls'], shell=False)\nmodel.eval()\npickle = 'spk_dict.pt'\n"
+            '"""never pass trust_remote_code"""\n')  # prose may name it
     assert _findings(safe, "safe.py") == []
 
 
