@@ -244,6 +244,8 @@ def _prepare(model, inputs, use_audio_in_video=False):
     device = next(model.thinker.parameters()).device
     if isinstance(inputs, dict):
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+        if use_audio_in_video:  # the keyword means the same for a batch as for a conversation
+            batch["use_audio_in_video"] = True
         tok = model.processor.tokenizer if model.processor is not None else None
         return batch, tok, False
     if not _is_conversation(inputs):

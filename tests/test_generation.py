@@ -147,6 +147,8 @@ def test_generate_greedy_matches_reference_multimodal(pair, layout):
     want = _reference_greedy(ref, {**batch, "use_audio_in_video": aiv}, 32)
     got = model.generate({**batch, "use_audio_in_video": aiv}, max_new_tokens=32, eos_token_ids=())
     assert torch.equal(got, want)
+    if aiv:  # the keyword works on a batch dict too
+        assert torch.equal(model.generate(batch, max_new_tokens=32, eos_token_ids=(), use_audio_in_video=True), want)
 
 
 def test_stream_speak_yields_text_then_the_same_speech_as_generate(tmp_path):
