@@ -52,7 +52,8 @@ def _findings(source: str, name: str) -> list[str]:
                 truthy = isinstance(kw.value, ast.Constant) and bool(kw.value.value)
                 if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
                     found.append(f"{where} {func}(shell=...)")
-                if kw.arg in ("allow_pickle", "trust_remote_code") and (truthy or not isinstance(kw.value, ast.Constant)):
+                unknown = not isinstance(kw.value, ast.Constant)
+                if kw.arg in ("allow_pickle", "trust_remote_code") and (truthy or unknown):
                     found.append(f"{where} {func}({kw.arg}=...)")
                 if kw.arg == "weights_only" and not (isinstance(kw.value, ast.Constant) and kw.value.value is True):
                     found.append(f"{where} {func}(weights_only=...)")

@@ -290,7 +290,8 @@ def test_healthy_after_failures(tiny_dir, sharded_dir, tmp_path):
     ("video_preprocessor_config.json", '{"image_mean": [0.5, 0.5]}', ConfigError,
      ["video_preprocessor_config.json: image_mean must be one number or three"]),
     ("config.json", "\udcff", ConfigError, ["config.json is not valid JSON"]),
-], ids=["tokenizer", "tokenizer-config", "template-syntax", "template-bytes", "template-json", "preprocessor-json", "patch-size",
+], ids=["tokenizer", "tokenizer-config", "template-syntax", "template-bytes", "template-json", "preprocessor-json",
+        "patch-size",
         "pixel-bounds", "zero-std", "video-mean", "config-bytes"])
 def test_broken_metadata_file(tiny_dir, tmp_path, name, content, error, fragments):
     d = _copy(tiny_dir, tmp_path)

@@ -42,7 +42,8 @@ def test_one_frame_array_and_file(tmp_path):
     frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     one = preprocess_videos(frame[None])
     two = preprocess_videos(np.stack([frame, frame]))  # what the padding must amount to
-    assert one["video_grid_thw"].tolist() == [[1, 24, 24]]  # 64 px -> 384 px (24 patches of 16): 144 tokens, over the 128-token per-frame minimum
+    # 64 px -> 384 px (24 patches of 16): 144 tokens, over the 128-token per-frame minimum
+    assert one["video_grid_thw"].tolist() == [[1, 24, 24]]
     assert torch.equal(one["pixel_values_videos"], two["pixel_values_videos"])
     out = preprocess_videos(_write_video(tmp_path / "one.mp4", 1))
     assert out["video_grid_thw"].tolist() == [[1, 24, 24]]
