@@ -30,7 +30,8 @@ def cmd_demo(args) -> int:
 def cmd_generate(args) -> int:
     from .api import load
 
-    components = ("thinker", "talker", "code2wav") if args.speak else ("thinker",)
+    # the vocoder is Code2Wav (Qwen3-Omni) or Token2Wav (Qwen2.5-Omni): the one the config does not describe is skipped
+    components = ("thinker", "talker", "code2wav", "token2wav") if args.speak else ("thinker",)
     model = load(args.model, components=components, dtype=args.dtype, device=args.device, quiet=args.quiet)
     content = [{"type": "image", "image": f} for f in args.image]
     content += [{"type": "audio", "audio": f} for f in args.audio]
@@ -45,7 +46,8 @@ def cmd_generate(args) -> int:
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
     if args.speak:
-        options.update(speak=True, voice=args.voice, speech={"max_frames": args.max_speech_frames})
+        limit = "max_new_tokens" if model.config.model_type == "qwen2_5_omni" else "max_frames"  # codes / frames
+        options.update(speak=True, voice=args.voice, speech={limit: args.max_speech_frames})
     if args.stream:
         audio = []
         for piece in model.stream(messages, use_audio_in_video=args.audio_in_video, **options):
