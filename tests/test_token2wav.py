@@ -135,6 +135,10 @@ def test_dit_rejects_bad_input(dit):
         dit.sample(torch.ones(1, 200, dtype=torch.long), speaker, ref_mel)
     with pytest.raises(InputError, match="noise must have shape"):
         dit.sample(codes, speaker, ref_mel, noise=torch.zeros(1, 3, 8))
+    with pytest.raises(InputError, match="codec table"):
+        dit.sample(codes + DIT["num_embeds"], speaker, ref_mel)  # e.g. a Talker control id
+    with pytest.raises(InputError, match="reference_mel"):
+        dit.sample(codes, speaker, ref_mel.transpose(1, 2))
 
 
 def test_bigvgan_batch_rows_are_independent(config):

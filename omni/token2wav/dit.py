@@ -177,6 +177,18 @@ class DiT(nn.Module):
                 f"{N} codes make {T} mel frames, more than dit max_position_embeddings "
                 f"({self.cfg.max_position_embeddings}); decode the codes in shorter pieces"
             )
+        c = self.cfg
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > c.num_embeds):
+            raise InputError(
+                f"codes must lie in 0..{c.num_embeds} (the DiT's codec table), got {int(codes.min())}.."
+                f"{int(codes.max())}; cut Talker output at its first control code (codec pad / end)"
+            )
+        if speaker.shape != (B, c.enc_emb_dim) or reference_mel.dim() != 3 or reference_mel.shape[::2] != (
+                B, c.mel_dim):
+            raise InputError(
+                f"speaker must be ({B}, {c.enc_emb_dim}) and reference_mel ({B}, frames, {c.mel_dim}); got "
+                f"{tuple(speaker.shape)} and {tuple(reference_mel.shape)}"
+            )
         if num_steps < 2:
             raise InputError(f"num_steps must be >= 2 (time points from 0 to 1), got {num_steps}")
         dtype = reference_mel.dtype
