@@ -21,11 +21,18 @@ STOPS = [TALKER["tts_codec_pad_token_id"], TALKER["tts_codec_end_token_id"]]
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def checkpoint(tmp_path_factory):
+    """The reference, saved in the official layout with its voice converted to safetensors."""
     directory = tmp_path_factory.mktemp("q25speech")
     ref, _, _ = build_pair()
     ref.save_pretrained(directory)
     save_speakers(ref.speaker_map, directory / "spk_dict.safetensors")
+    return ref, directory
+
+
+@pytest.fixture(scope="module")
+def models(checkpoint):
+    ref, directory = checkpoint
     model = omni.load(directory, quiet=True)  # every component, and the voices
     assert isinstance(model.talker, Qwen25Talker) and isinstance(model.token2wav, Token2Wav)
     assert model.code2wav is None and sorted(model.speakers) == ["Chelsie"]
@@ -111,3 +118,14 @@ def test_generate_speak(models):
     assert diff <= 1e-4, diff
     with pytest.raises(InputError, match="streamed speech"):
         model.stream([{"role": "user", "content": "hi"}], speak=True)
+
+
+def test_bfloat16_model_speaks_with_an_fp32_token2wav(checkpoint):
+    half = omni.load(checkpoint[1], dtype="bfloat16", quiet=True)
+    assert half.talker.codec_head.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in half.token2wav.parameters())  # as the release runs it
+    ids = torch.randint(0, 190, (1, 7), generator=torch.Generator().manual_seed(4))
+    out = half.generate({"input_ids": ids}, max_new_tokens=4, do_sample=False, eos_token_ids=(), speak=True,
+                        voice="Chelsie", speech={"do_sample": False, "max_new_tokens": 8, "num_steps": 2})
+    assert out.audio.dtype == torch.float32 and torch.isfinite(out.audio).all()
+    assert out.audio.shape[-1] == int(out.audio_lengths.max()) > 0
