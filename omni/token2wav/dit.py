@@ -166,18 +166,18 @@ class DiT(nn.Module):
         """codes (B, N) -> mel (B, mel_dim, N * repeats), natural-log amplitude.
 
         speaker (B, enc_emb_dim) x-vector; reference_mel (B, T_ref, mel_dim); noise (B, N * repeats, mel_dim): the
-        starting point (default: a standard normal draw from `generator`). `num_steps` time points from 0 to 1, warped
-        towards t = 0 by `sway_coefficient` (-1: t -> 1 - cos(pi t / 2)), spend the solver's steps where the
+        starting point (default: a standard normal draw from `generator`). The solver steps between `num_steps` time
+        points from 0 to 1, which `sway_coefficient` (-1: t -> 1 - cos(pi t / 2)) bunches near t = 0, where the
         velocity changes fastest.
         """
+        c = self.cfg
         B, N = codes.shape
-        T = N * self.cfg.repeats
-        if T > self.cfg.max_position_embeddings:
+        T = N * c.repeats
+        if T > c.max_position_embeddings:
             raise InputError(
                 f"{N} codes make {T} mel frames, more than dit max_position_embeddings "
-                f"({self.cfg.max_position_embeddings}); decode the codes in shorter pieces"
+                f"({c.max_position_embeddings}); decode the codes in shorter pieces"
             )
-        c = self.cfg
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > c.num_embeds):
             raise InputError(
                 f"codes must lie in 0..{c.num_embeds} (the DiT's codec table), got {int(codes.min())}.."
@@ -193,9 +193,9 @@ class DiT(nn.Module):
             raise InputError(f"num_steps must be >= 2 (time points from 0 to 1), got {num_steps}")
         dtype = reference_mel.dtype
         if noise is None:
-            noise = torch.randn(B, T, self.cfg.mel_dim, generator=generator, dtype=dtype, device=codes.device)
-        if noise.shape != (B, T, self.cfg.mel_dim):
-            raise InputError(f"noise must have shape {(B, T, self.cfg.mel_dim)}, got {tuple(noise.shape)}")
+            noise = torch.randn(B, T, c.mel_dim, generator=generator, dtype=dtype, device=codes.device)
+        if noise.shape != (B, T, c.mel_dim):
+            raise InputError(f"noise must have shape {(B, T, c.mel_dim)}, got {tuple(noise.shape)}")
         guidance = guidance_scale >= 1e-5
         cond = self.condition(codes, speaker, reference_mel, guidance)
 
