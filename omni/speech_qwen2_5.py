@@ -82,6 +82,10 @@ def speak(model, batch: dict, new_tokens: torch.Tensor, voice: str = "Chelsie", 
     if unknown:
         raise InputError(f"unknown speech option(s) {unknown}; choose from {sorted(TALKER_OPTIONS + TOKEN2WAV_OPTIONS)}")
     speaker = check_can_speak(model, voice)
+    if new_tokens.shape[1] < 2:  # the Talker starts from the reply's first two tokens: nothing to say
+        B, device = new_tokens.shape[0], new_tokens.device
+        none = torch.zeros(B, dtype=torch.long, device=device)
+        return Qwen25Codes(none[:, None][:, :0], none), torch.zeros(B, 1, 0, device=device), none
     inputs = reply_talker_inputs(model, batch, new_tokens, voice, thinker_eos_token_ids)
     codes = generate_codes(model.talker, inputs, **{k: v for k, v in options.items() if k in TALKER_OPTIONS})
     sampling = {k: v for k, v in options.items() if k in TOKEN2WAV_OPTIONS}

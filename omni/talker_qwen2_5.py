@@ -129,7 +129,7 @@ def build_talker_inputs(
 
 @dataclass
 class Qwen25Codes:
-    codes: torch.Tensor  # (B, N) codec codes, rows past their length filled with codec pad
+    codes: torch.Tensor  # (B, N) codec codes; past a row's length: its stop code, then codec pad
     lengths: torch.Tensor  # (B,) codes before each row's stop code
 
 

@@ -74,6 +74,8 @@ def test_speech_errors(models):
         speak(model, batch, torch.ones(1, 3, dtype=torch.long), voice="nobody")
     with pytest.raises(InputError, match="unknown speech option"):
         speak(model, batch, torch.ones(1, 3, dtype=torch.long), temprature=0.5)
+    codes, audio, lengths = speak(model, batch, torch.ones(1, 1, dtype=torch.long))  # a one-token reply
+    assert codes.codes.shape == (1, 0) and audio.shape == (1, 1, 0) and lengths.tolist() == [0]
     bare = types.SimpleNamespace(thinker=model.thinker, talker=model.talker, token2wav=model.token2wav, speakers={})
     with pytest.raises(InputError, match="convert_speakers"):
         speak(bare, batch, torch.ones(1, 3, dtype=torch.long))
