@@ -117,7 +117,7 @@ def position_pair():
 
 image_items = st.tuples(st.integers(8, 200), st.integers(8, 200)).map(
     lambda s: {"type": "image", "image": np.full((s[0], s[1], 3), 90, np.uint8)})
-audio_items = st.integers(200, 64_000).map(
+audio_items = st.integers(401, 64_000).map(  # > n_fft / 2 samples: the centered STFT reflects 200
     lambda n: {"type": "audio", "audio": (0.1 * np.sin(np.arange(n, dtype=np.float32) * 0.3))})
 video_items = st.tuples(st.integers(1, 5), st.sampled_from([32, 64, 96])).map(
     lambda s: {"type": "video", "video": np.full((s[0], s[1], s[1], 3), 40, np.uint8)})
