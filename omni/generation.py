@@ -23,6 +23,29 @@ MEDIA_KEYS = (
 )
 
 
+@torch.no_grad()
+def reread_reply(thinker, batch: dict, new_tokens: torch.Tensor):
+    """Run the Thinker over prompt + reply with hidden states: what either release's Talker conditions on.
+
+    The last reply token is never fed back to the Thinker while generating, so the re-read stops before it.
+    Returns (Thinker output, prompt attention mask (B, T), the media layout `build_talker_inputs` takes)."""
+    input_ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    fed = torch.cat([input_ids, new_tokens.to(input_ids.device)[:, :-1]], 1)
+    fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
+    media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
+    out = thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, **media)
+    fam = batch.get("feature_attention_mask")
+    layout = dict(
+        image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
+        video_second_per_grid=batch.get("video_second_per_grid"),
+        audio_feature_lengths=fam.sum(-1) if fam is not None else None,
+        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
+    )
+    return out, mask, layout
+
+
 @dataclass
 class SamplingConfig:
     max_new_tokens: int = 128
@@ -277,19 +300,10 @@ def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False
         return tokens
     texts = [tok.decode(_until_eos(row, cfg), skip_special_tokens=True) for row in tokens.tolist()] if tok else []
     result = Generation(tokens=tokens, text=texts)
-    if speak and tokens.shape[1] > 0 and model.config.model_type == "qwen2_5_omni":
-        from .speech_qwen2_5 import speak as speak_qwen2_5
-
-        codes, result.audio, result.audio_lengths = speak_qwen2_5(
+    if speak and tokens.shape[1] > 0:
+        codes, result.audio, result.audio_lengths = _speech_module(model).spoken_reply(
             model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids, **_speech_options(speech, cfg))
-        result.codes = codes.codes  # (B, N): one codec stream
-    elif speak and tokens.shape[1] > 0:
-        from .speech import speak as speech_codes
-
-        codes = speech_codes(model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids,
-                             **_speech_options(speech, cfg))
         result.codes = codes.codes
-        result.audio, result.audio_lengths = _decode_speech(model.code2wav, codes.codes, codes.lengths)
     return result
 
 
@@ -326,19 +340,6 @@ def _speech_options(speech: dict | None, cfg: SamplingConfig) -> dict:
     return options
 
 
-@torch.no_grad()
-def _decode_speech(code2wav, codes: torch.Tensor, lengths: torch.Tensor):
-    """Waveforms (B, 1, S) for codes (B, G, F), silent past each row's last frame, and their lengths (B,)."""
-    B = codes.shape[0]
-    samples = torch.tensor([code2wav.chunked_length(int(n)) for n in lengths], device=codes.device)
-    if codes.shape[-1] == 0:
-        dtype = code2wav.code_embedding.weight.dtype
-        return torch.zeros(B, 1, 0, dtype=dtype, device=codes.device), samples
-    wav = code2wav.chunked_decode(codes)  # the reference's long-form decode (chunks with left context)
-    keep = torch.arange(wav.shape[-1], device=wav.device)[None, None] < samples[:, None, None]
-    return wav * keep, samples
-
-
 def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False, voice: str = "ethan",
            speech: dict | None = None, audio_chunk_frames: int = 8, **options) -> Iterator[str | torch.Tensor]:
     """See OmniModel.stream: yields text pieces (str) as the Thinker writes them, then, with `speak=True`,
@@ -347,7 +348,9 @@ def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False,
         if model.config.model_type == "qwen2_5_omni":
             raise InputError("streamed speech is implemented for Qwen3-Omni; for Qwen2.5-Omni use "
                              "generate(..., speak=True), or stream the text with speak=False")
-        _speech_module(model).check_can_speak(model, voice)
+        from .speech import check_can_speak
+
+        check_can_speak(model, voice)
     batch, tok, _ = _prepare(model, inputs, use_audio_in_video)
     if batch["input_ids"].shape[0] != 1:
         raise InputError("stream() decodes one conversation at a time; use generate() for batches")
@@ -374,7 +377,7 @@ def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, spe
         piece = decoder.push(t)
         if piece:
             yield piece
-    rest = decoder.flush() if hasattr(decoder, "flush") else ""
+    rest = decoder.flush()
     if rest:
         yield rest
     if speak and reply:

@@ -30,7 +30,7 @@ import torch
 
 from .config import OmniConfig, TalkerConfig
 from .errors import InputError
-from .generation import SamplingConfig, next_token
+from .generation import SamplingConfig, next_token, reread_reply
 from .positions import next_position_ids, rope_index_from_config, text_position_ids
 
 _N_SUPPRESSED = 1024  # the top ids of the codec vocabulary are control tokens, never spoken
@@ -322,24 +322,26 @@ def reply_talker_inputs(model, batch: dict, new_tokens: torch.Tensor, speaker: s
     """The Talker's prompt for a finished Thinker reply (see `speak`); feed it to `generate_codes`/`iter_frames`."""
     if model.talker is None or model.thinker is None:
         raise InputError("speech needs both the thinker and the talker; load with components=('thinker', 'talker')")
+    out, mask, layout = reread_reply(model.thinker, batch, new_tokens)
     input_ids = batch["input_ids"]
-    mask = batch.get("attention_mask")
-    mask = torch.ones_like(input_ids) if mask is None else mask
     sequences = torch.cat([input_ids, new_tokens.to(input_ids.device)], 1)
-    # the last reply token is never fed back to the Thinker, so the Talker sees states up to the one before it
-    fed = sequences[:, :-1]
-    fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
-    media_keys = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
-                  "input_features", "feature_attention_mask", "use_audio_in_video")
-    media = {k: batch[k] for k in media_keys if batch.get(k) is not None}
-    out = model.thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, **media)
     layer = model.config.talker_config.accept_hidden_layer
-    fam = batch.get("feature_attention_mask")
     return build_talker_inputs(
         model.talker, model.config, model.thinker.embed_tokens, input_ids, sequences, out.hidden_states[0],
-        out.hidden_states[layer], mask, speaker, thinker_eos_token_ids,
-        image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
-        video_second_per_grid=batch.get("video_second_per_grid"),
-        audio_feature_lengths=fam.sum(-1) if fam is not None else None,
-        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
+        out.hidden_states[layer], mask, speaker, thinker_eos_token_ids, **layout,
     )
+
+
+@torch.no_grad()
+def spoken_reply(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", thinker_eos_token_ids=None,
+                 **options) -> tuple[SpeechCodes, torch.Tensor, torch.Tensor]:
+    """`speak`, then Code2Wav: (codes, waveforms (B, 1, S) silent past each row's speech, their lengths (B,))."""
+    codes = speak(model, batch, new_tokens, speaker, thinker_eos_token_ids, **options)
+    c2w, lengths = model.code2wav, codes.lengths
+    samples = torch.tensor([c2w.chunked_length(int(n)) for n in lengths], device=lengths.device)
+    if codes.codes.shape[-1] == 0:
+        empty = torch.zeros(len(lengths), 1, 0, dtype=c2w.code_embedding.weight.dtype, device=lengths.device)
+        return codes, empty, samples
+    wav = c2w.chunked_decode(codes.codes)  # the reference's long-form decode (chunks with left context)
+    keep = torch.arange(wav.shape[-1], device=wav.device)[None, None] < samples[:, None, None]
+    return codes, wav * keep, samples

@@ -13,11 +13,10 @@ from __future__ import annotations
 import torch
 
 from .errors import InputError
+from .generation import reread_reply
 from .talker_qwen2_5 import Qwen25Codes, Qwen25TalkerInputs, build_talker_inputs, generate_codes
 from .token2wav import Speaker
 
-MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
-              "input_features", "feature_attention_mask", "use_audio_in_video")
 TALKER_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
 TOKEN2WAV_OPTIONS = ("num_steps", "guidance_scale", "sway_coefficient")
 
@@ -49,23 +48,11 @@ def reply_talker_inputs(model, batch: dict, new_tokens: torch.Tensor, voice: str
                         thinker_eos_token_ids=()) -> Qwen25TalkerInputs:
     """The Talker's prompt for a finished reply: batch = the prompt (processor layout), new_tokens (B, N) the reply."""
     speaker = check_can_speak(model, voice)
-    input_ids = batch["input_ids"]
-    mask = batch.get("attention_mask")
-    mask = torch.ones_like(input_ids) if mask is None else mask
-    new_tokens = new_tokens.to(input_ids.device)
-    # the last reply token is never fed back to the Thinker: the Talker sees states up to the one before it
-    fed = torch.cat([input_ids, new_tokens[:, :-1]], 1)
-    fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
-    media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
-    out = model.thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, **media)
-    fam = batch.get("feature_attention_mask")
+    out, mask, layout = reread_reply(model.thinker, batch, new_tokens)
     return build_talker_inputs(
-        model.talker, model.thinker.cfg, model.thinker.embed_tokens, input_ids, new_tokens, out.hidden_states[0],
-        out.hidden_states[-1], speaker.bos_token, attention_mask=mask, thinker_eos_token_ids=thinker_eos_token_ids,
-        image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
-        video_second_per_grid=batch.get("video_second_per_grid"),
-        audio_feature_lengths=fam.sum(-1) if fam is not None else None,
-        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
+        model.talker, model.thinker.cfg, model.thinker.embed_tokens, batch["input_ids"],
+        new_tokens.to(mask.device), out.hidden_states[0], out.hidden_states[-1], speaker.bos_token,
+        attention_mask=mask, thinker_eos_token_ids=thinker_eos_token_ids, **layout,
     )
 
 
@@ -100,3 +87,6 @@ def speak(model, batch: dict, new_tokens: torch.Tensor, voice: str = "Chelsie", 
             wave = token2wav(codes.codes[row:row + 1, :n], speaker, **sampling)  # (1, n * samples_per_code)
             audio[row, 0, :wave.shape[1]] = wave[0]
     return codes, audio, lengths
+
+
+spoken_reply = speak  # the name omni.generation calls for either release: (codes, audio, audio_lengths)
