@@ -253,7 +253,7 @@ def _tiny_qwen2_5() -> dict:
                               output_dim=64)
     th["vision_config"].update(depth=3, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
                                fullatt_block_indexes=[1])
-    del d["talker_config"], d["token2wav_config"]  # the thinker only, until omni builds the Qwen2.5 talker
+    del d["talker_config"], d["token2wav_config"]  # thinker only: the speech tests build their own tiny speech configs
     d["enable_audio_output"] = False
     return d
 

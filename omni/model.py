@@ -19,12 +19,14 @@ ALL_COMPONENTS = ("thinker", "talker", "code2wav", "token2wav")
 IMPLEMENTED = ("thinker", "talker", "code2wav", "token2wav")  # grows as components land
 
 
+def _described(config: OmniConfig | None, component: str) -> bool:
+    """Does the config have a section for `component`? (Without a config, everything may be.)"""
+    return config is None or component == "thinker" or getattr(config, f"{component}_config", None) is not None
+
+
 def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
     if components is None:  # everything implemented that the config describes
-        described = {"thinker": True, "talker": config is None or config.talker_config is not None,
-                     "code2wav": config is None or config.code2wav_config is not None,
-                     "token2wav": config is None or getattr(config, "token2wav_config", None) is not None}
-        return tuple(c for c in IMPLEMENTED if described[c])
+        return tuple(c for c in IMPLEMENTED if _described(config, c))
     if isinstance(components, str):
         components = (components,)
     components = tuple(components)
@@ -48,21 +50,16 @@ class OmniModel(nn.Module):
         not_ready = [c for c in self.components if c not in IMPLEMENTED]
         if not_ready and components is not None:
             raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
+        # a requested part the config has no section for (e.g. the talker of a thinker-only release) is not built
+        self.components = tuple(c for c in self.components if _described(config, c))
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
-        if "talker" in self.components and config.talker_config is None:  # e.g. a thinker-only release
-            self.components = tuple(c for c in self.components if c != "talker")
         self.talker = None
         if "talker" in self.components:
             config.check_talker_fits_thinker(type(config).__name__)
             qwen2_5 = isinstance(config.talker_config, Qwen25TalkerConfig)
             self.talker = (Qwen25Talker if qwen2_5 else Talker)(config.talker_config)
-        if "code2wav" in self.components and config.code2wav_config is None:
-            self.components = tuple(c for c in self.components if c != "code2wav")
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
-        token2wav_config = getattr(config, "token2wav_config", None)
-        if "token2wav" in self.components and token2wav_config is None:
-            self.components = tuple(c for c in self.components if c != "token2wav")
-        self.token2wav = Token2Wav(token2wav_config) if "token2wav" in self.components else None
+        self.token2wav = Token2Wav(config.token2wav_config) if "token2wav" in self.components else None
         self.speakers = {}  # Qwen2.5 voice presets (name -> Speaker), attached by omni.load from spk_dict.safetensors
         self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files
 
