@@ -63,11 +63,37 @@ def build_reference(directory, seed=0, **overrides):
 
     torch.manual_seed(seed)
     cfg = Qwen3OmniMoeConfig(**tiny_config_dict(**overrides))
-    model = Qwen3OmniMoeForConditionalGeneration(cfg).float().eval()
-    # default init leaves norms at 1 and some tensors at 0: randomise everything so every weight matters
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            centre = 1.0 if "norm" in name and name.endswith("weight") else 0.0
-            p.copy_(centre + 0.1 * torch.randn_like(p))
+    model = randomise(Qwen3OmniMoeForConditionalGeneration(cfg).float().eval())
     model.save_pretrained(directory)
     return model
+
+
+def is_norm_scale(name: str) -> bool:
+    return "norm" in name and name.endswith("weight")
+
+
+def randomise(model, centred=is_norm_scale):
+    """Default init leaves norms at 1 and some tensors at 0: randomise everything so every weight matters
+    (parameters named by `centred` around 1, the rest around 0)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_((1.0 if centred(name) else 0.0) + 0.1 * torch.randn_like(p))
+    return model
+
+
+def load_part(directory, module, prefix: str, key_map):
+    """Fill a standalone omni module (e.g. a tower) from the checkpoint in `directory` through a release's production
+    key map: the tensors whose omni names start with `prefix`, loaded strictly (any mismatch raises)."""
+    import glob
+    import os
+
+    from safetensors.torch import load_file
+
+    state = {}
+    for file in glob.glob(os.path.join(directory, "*.safetensors")):
+        for key, tensor in load_file(file).items():
+            mapped = key_map.to_omni(key)
+            if mapped is not None and mapped.name.startswith(prefix):
+                state[mapped.name[len(prefix):]] = tensor
+    module.load_state_dict(state, strict=True)
+    return module.eval()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from reference import is_norm_scale, load_part, randomise
+
 ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 2, 2]}
 
 TEXT = dict(
@@ -28,6 +30,11 @@ IDS = dict(audio_token_index=200, image_token_index=201, video_token_index=202, 
            seconds_per_chunk=2)
 
 
+def is_centred(name: str) -> bool:
+    """Parameters randomised around 1: norm scales, and the merger's LayerNorm (named ln_q)."""
+    return is_norm_scale(name) or "ln_q" in name
+
+
 def thinker_config_dict(text=None, audio=None, vision=None, **ids) -> dict:
     return dict(text_config={**TEXT, **(text or {})}, audio_config={**AUDIO, **(audio or {})},
                 vision_config={**VISION, **(vision or {})}, **{**IDS, **ids})
@@ -39,34 +46,9 @@ def build_reference(directory, seed=0, **overrides):
 
     torch.manual_seed(seed)
     cfg = Qwen2_5OmniConfig(thinker_config=thinker_config_dict(**overrides), enable_audio_output=False)
-    model = Qwen2_5OmniForConditionalGeneration(cfg).float().eval()
-    # default init leaves norms at 1 and some tensors at 0: randomise everything so every weight matters
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            centre = 1.0 if "norm" in name and name.endswith("weight") or "ln_q" in name else 0.0
-            p.copy_(centre + 0.1 * torch.randn_like(p))
+    model = randomise(Qwen2_5OmniForConditionalGeneration(cfg).float().eval(), centred=is_centred)
     model.save_pretrained(directory)
     return model
-
-
-def load_part(directory, module, prefix: str):
-    """Fill a standalone omni module (e.g. a tower) from the checkpoint in `directory` through the production
-    key map: the tensors whose omni names start with `prefix`, loaded strictly (any mismatch raises)."""
-    import glob
-    import os
-
-    from safetensors.torch import load_file
-
-    from omni.checkpoints.qwen2_5_omni import KEY_MAP
-
-    state = {}
-    for file in glob.glob(os.path.join(directory, "*.safetensors")):
-        for key, tensor in load_file(file).items():
-            mapped = KEY_MAP.to_omni(key)
-            if mapped is not None and mapped.name.startswith(prefix):
-                state[mapped.name[len(prefix):]] = tensor
-    module.load_state_dict(state, strict=True)
-    return module.eval()
 
 
 def reference_and_tower(directory, tower_class, part: str):
@@ -76,4 +58,6 @@ def reference_and_tower(directory, tower_class, part: str):
 
     ref = build_reference(directory)
     cfg = getattr(OmniConfig.from_pretrained(directory).thinker, f"{part}_config")
-    return ref.thinker, load_part(directory, tower_class(cfg), f"thinker.{part}.")
+    from omni.checkpoints.qwen2_5_omni import KEY_MAP
+
+    return ref.thinker, load_part(directory, tower_class(cfg), f"thinker.{part}.", KEY_MAP)

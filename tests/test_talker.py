@@ -14,7 +14,7 @@ import omni
 from omni.errors import InputError
 from omni.speech import build_talker_inputs, generate_codes, speaker_id
 
-from reference import tiny_config_dict
+from reference import randomise, tiny_config_dict
 
 IM_START, IM_END, TTS_PAD, TTS_BOS, TTS_EOS, SYSTEM, USER, ASSISTANT, NL = 250, 251, 252, 253, 254, 245, 246, 247, 10
 ROOT = dict(im_start_token_id=IM_START, im_end_token_id=IM_END, tts_pad_token_id=TTS_PAD, tts_bos_token_id=TTS_BOS,
@@ -30,10 +30,7 @@ def _build(directory):
 
     torch.manual_seed(0)
     ref = Qwen3OmniMoeForConditionalGeneration(Qwen3OmniMoeConfig(**tiny_config_dict(talker=TALKER), **ROOT))
-    ref = ref.float().eval()
-    with torch.no_grad():  # randomise everything (default init leaves norms at 1, some tensors at 0)
-        for name, p in ref.named_parameters():
-            p.copy_((1.0 if "norm" in name and name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+    ref = randomise(ref.float().eval())
     ref.save_pretrained(directory)
     return ref
 

@@ -17,7 +17,8 @@ from omni.errors import ConfigError, InputError
 from omni.talker_qwen2_5 import Qwen25Talker, Qwen25TalkerConfig, build_talker_inputs, generate_codes
 from omni.token2wav import Speaker, Token2Wav, Token2WavConfig
 
-from reference_qwen2_5 import IDS, thinker_config_dict
+from reference import randomise
+from reference_qwen2_5 import IDS, is_centred, thinker_config_dict
 from test_token2wav import BIGVGAN
 from test_token2wav import DIT as _DIT
 
@@ -56,10 +57,8 @@ def build_pair():
     cfg = Qwen2_5OmniConfig(thinker_config=thinker_config_dict(), talker_config=TALKER,
                             token2wav_config={"dit_config": DIT, "bigvgan_config": BIGVGAN})
     ref = Qwen2_5OmniForConditionalGeneration(cfg).float().eval()
+    randomise(ref, centred=is_centred)
     with torch.no_grad():
-        for name, p in ref.named_parameters():
-            centre = 1.0 if "norm" in name and name.endswith("weight") or "ln_q" in name else 0.0
-            p.copy_(centre + 0.1 * torch.randn_like(p))
         # codec end made likelier, so that the greedy reply of the generation test stops inside its budget
         ref.talker.codec_head.weight[TALKER["tts_codec_end_token_id"]] *= 3
     g = torch.Generator().manual_seed(1)

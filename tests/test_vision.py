@@ -1,12 +1,8 @@
 """Parity of omni's VisionTokenizer with the reference vision tower (merged embeddings and DeepStack features)."""
 
-import glob
-import os
-
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from omni.checkpoints.qwen3_omni import KEY_MAP
 from omni.config import OmniConfig, VisionConfig
@@ -14,7 +10,7 @@ from omni.errors import ConfigError, InputError
 from omni.tokenizers.image import preprocess_images
 from omni.tokenizers.vision import VisionTokenizer
 
-from reference import build_reference
+from reference import build_reference, load_part
 
 PREFIX = "thinker.vision."
 
@@ -22,15 +18,7 @@ PREFIX = "thinker.vision."
 def load_vision(directory) -> VisionTokenizer:
     """A standalone VisionTokenizer filled from the checkpoint through the production key map (strict)."""
     cfg = OmniConfig.from_pretrained(directory).thinker.vision_config
-    model = VisionTokenizer(cfg)
-    state = {}
-    for file in glob.glob(os.path.join(directory, "*.safetensors")):
-        for key, tensor in load_file(file).items():
-            mapped = KEY_MAP.to_omni(key)
-            if mapped is not None and mapped.name.startswith(PREFIX):
-                state[mapped.name[len(PREFIX):]] = tensor
-    model.load_state_dict(state, strict=True)  # raises on any missing / unexpected / wrong-shape tensor
-    return model.eval()
+    return load_part(directory, VisionTokenizer(cfg), PREFIX, KEY_MAP)
 
 
 @pytest.fixture(scope="module")
