@@ -69,6 +69,9 @@ def run(ref, directory: str, size: dict, bandwidth: list, dtypes=("float32", "bf
             if "reference" in prefill:
                 fns.update({"ref N": lambda: ref_gen(N), "ref 1": lambda: ref_gen(1)})
             t = alternate(fns, reps, stat=min)  # a difference of two timings: the least disturbed runs
+            rows.append(dict(case=f"first token, prompt {P} tok {name}", omni=t["omni 1"], reference=t.get("ref 1"),
+                             ratio=t["ref 1"] / t["omni 1"] if "ref 1" in t else None,
+                             note="generate(1 token): prefill as generation runs it"))
             o = (t["omni N"] - t["omni 1"]) / (N - 1)
             r = (t["ref N"] - t["ref 1"]) / (N - 1) if "ref N" in t else None
             bandwidth.append(read_bandwidth())  # the limit is the best the machine showed during the run

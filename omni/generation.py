@@ -35,7 +35,7 @@ def reread_reply(thinker, batch: dict, new_tokens: torch.Tensor):
     fed = torch.cat([input_ids, new_tokens.to(input_ids.device)[:, :-1]], 1)
     fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
     media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
-    out = thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, **media)
+    out = thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, logits_to_keep=1, **media)
     fam = batch.get("feature_attention_mask")
     layout = dict(
         image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
@@ -152,7 +152,7 @@ def decode_steps(
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
     cache = thinker.decoder.new_cache(B, T + cfg.max_new_tokens)
     media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
-    out = thinker(input_ids=input_ids, attention_mask=mask, cache=cache, **media)
+    out = thinker(input_ids=input_ids, attention_mask=mask, cache=cache, logits_to_keep=1, **media)
     delta = out.rope_deltas if out.rope_deltas is not None else torch.zeros(B, 1, device=device)
     seen = input_ids
     eos = torch.tensor(list(cfg.eos_token_ids) or [-1], device=device)
@@ -186,14 +186,20 @@ def decode_steps(
 
 
 def _compiled_step(thinker, backend):
-    """torch.compile of the static decode step, built once per Thinker and backend (recompiles only on new shapes)."""
-    from .nn.kv_cache import static_decode_step
-
+    """torch.compile of one decode step through the lm_head, built once per Thinker and backend (recompiles only on
+    new shapes). The lm_head is inside the graph so that it, too, runs as a fused matrix-vector reduction
+    (omni.nn.linear)."""
     backend = "inductor" if backend is True else backend
     compiled = thinker.__dict__.setdefault("_compiled_decode_steps", {})
     if backend not in compiled:
-        compiled[backend] = torch.compile(static_decode_step, fullgraph=True, backend=backend)
+        compiled[backend] = torch.compile(_decode_logits, fullgraph=True, backend=backend)
     return compiled[backend]
+
+
+def _decode_logits(thinker, h, position_ids, write_pos, key_mask, cache) -> torch.Tensor:
+    from .nn.kv_cache import static_decode_step
+
+    return thinker.lm_head(static_decode_step(thinker.decoder, h, position_ids, write_pos, key_mask, cache))
 
 
 def _static_step(thinker, step_fn, fed, pos, mask, cache) -> torch.Tensor:
@@ -206,10 +212,9 @@ def _static_step(thinker, step_fn, fed, pos, mask, cache) -> torch.Tensor:
     key_mask = torch.zeros(mask.shape[0], capacity, dtype=torch.bool, device=mask.device)
     key_mask[:, : slot + 1] = mask.bool()
     h = thinker.embed_tokens(fed[:, None])
-    hidden = step_fn(thinker.decoder, h, pos, torch.tensor([slot], device=mask.device), key_mask[:, None, None],
-                     cache)
+    logits = step_fn(thinker, h, pos, torch.tensor([slot], device=mask.device), key_mask[:, None, None], cache)
     advance(cache, 1)
-    return thinker.lm_head(hidden)[:, -1]
+    return logits[:, -1]
 
 
 def generate_tokens(thinker, batch: dict, cfg: SamplingConfig, text_of=None, progress: bool = False) -> torch.Tensor:

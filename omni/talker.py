@@ -25,6 +25,7 @@ from torch import nn
 from .config import TalkerConfig, TextConfig
 from .errors import ConfigError
 from .nn import Decoder, DecoderCache
+from .nn.linear import Linear
 
 
 class ResizeMLP(nn.Module):
@@ -62,7 +63,7 @@ class CodePredictor(nn.Module):
         n = num_code_groups - 1
         self.codec_embedding = nn.ModuleList(nn.Embedding(cfg.vocab_size, cfg.hidden_size) for _ in range(n))
         self.decoder = Decoder(cfg)  # no mrope_section in its config: plain 1-D rotary
-        self.lm_heads = nn.ModuleList(nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(n))
+        self.lm_heads = nn.ModuleList(Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(n))
 
     def embed(self, k: int, codes: torch.Tensor) -> torch.Tensor:
         """Embedding of code k (1..G-1) of a frame: codes (B, ...) -> (B, ..., D)."""
@@ -110,7 +111,7 @@ class Talker(nn.Module):
             )
         self.codec_embedding = nn.Embedding(t.vocab_size, t.hidden_size)
         self.decoder = Decoder(t)
-        self.codec_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
+        self.codec_head = Linear(t.hidden_size, t.vocab_size, bias=False)
         # the projection MLPs are `intermediate_size` wide (the Talker has no dense FFN layers of its own)
         self.text_projection = ResizeMLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size)
         self.hidden_projection = ResizeMLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size)

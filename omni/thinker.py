@@ -18,6 +18,7 @@ from .config import ThinkerConfig
 from .config_qwen2_5 import Qwen25ThinkerConfig
 from .errors import InputError
 from .nn import Decoder
+from .nn.linear import Linear
 from .nn.moe import load_balancing_loss
 from .positions import rope_index_from_config
 from .tokenizers.audio import AudioTokenizer
@@ -50,7 +51,7 @@ class Thinker(nn.Module):
         t = cfg.text_config
         self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
         self.decoder = Decoder(t)
-        self.lm_head = nn.Linear(t.hidden_size, t.vocab_size, bias=False)
+        self.lm_head = Linear(t.hidden_size, t.vocab_size, bias=False)
         qwen2_5 = isinstance(cfg, Qwen25ThinkerConfig)  # the release decides the encoders; the rest is shared
         self.vision = (Qwen25VisionTokenizer if qwen2_5 else VisionTokenizer)(cfg.vision_config)
         self.audio = (Qwen25AudioTokenizer if qwen2_5 else AudioTokenizer)(cfg.audio_config)
@@ -139,10 +140,18 @@ class Thinker(nn.Module):
         cache=None,
         output_hidden_states: bool = False,
         output_router_logits: bool = False,
+        logits_to_keep: int = 0,
     ) -> ThinkerOutput:
-        """Accepts exactly the keys of the official processor's batch (plus labels, cache and output flags)."""
+        """Accepts exactly the keys of the official processor's batch (plus labels, cache and output flags).
+
+        logits_to_keep: 0 = logits for every position; n = only the last n (generation needs one: over a long prompt
+        the lm_head is a large share of the prefill)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise InputError("pass exactly one of input_ids or inputs_embeds")
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise InputError(f"logits_to_keep must be an int >= 0 (0 = every position), got {logits_to_keep!r}")
+        if logits_to_keep and labels is not None:
+            raise InputError("labels need the logits of every position; drop logits_to_keep to compute a loss")
         visual_mask = deepstack = None
         if inputs_embeds is None:
             inputs_embeds, visual_mask, deepstack = self.embed(
@@ -160,7 +169,8 @@ class Thinker(nn.Module):
             inputs_embeds, position_ids, attention_mask, cache=cache, visual_mask=visual_mask, deepstack=deepstack,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(out.last_hidden_state)
+        h = out.last_hidden_state
+        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         aux_loss = None
         if output_router_logits and out.router_logits:

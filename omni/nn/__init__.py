@@ -3,6 +3,7 @@
 from .attention import Attention, causal_mask, sdpa
 from .decoder import Decoder, DecoderLayer, DecoderOutput
 from .kv_cache import DecoderCache, KVCache
+from .linear import Linear, matvec
 from .mlp import SwiGLU
 from .moe import MoE, Experts
 from .norm import RMSNorm
@@ -10,5 +11,6 @@ from .rope import RotaryEmbedding, apply_rope, rotate_half
 
 __all__ = [
     "Attention", "causal_mask", "sdpa", "Decoder", "DecoderLayer", "DecoderOutput", "DecoderCache", "KVCache",
+    "Linear", "matvec",
     "SwiGLU", "MoE", "Experts", "RMSNorm", "RotaryEmbedding", "apply_rope", "rotate_half",
 ]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
 from .norm import RMSNorm
 from .rope import apply_rope
 
@@ -66,10 +67,10 @@ class Attention(nn.Module):
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.q_proj = nn.Linear(dim, n_heads * head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(n_heads * head_dim, dim, bias=out_bias)
+        self.q_proj = Linear(dim, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = Linear(dim, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = Linear(n_heads * head_dim, dim, bias=out_bias)
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .linear import Linear
 from .mlp import SwiGLU
 
 _HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
@@ -119,7 +120,7 @@ class Experts(nn.Module):
         order_N = idx_TA.flatten().argsort(stable=True)  # routed rows grouped by expert
         token_N = order_N // A
         counts_E = torch.bincount(idx_TA.flatten(), minlength=self.n_experts)
-        x_ND = x_TD[token_N]
+        x_ND = x_TD.index_select(0, token_N)
         if grouped:
             offs = counts_E.cumsum(0).to(torch.int32)
             h_NF = F.silu(torch._grouped_mm(x_ND, self.gate_proj.transpose(1, 2), offs=offs))
@@ -132,7 +133,7 @@ class Experts(nn.Module):
                 if n:  # only the experts that received rows are touched
                     y_ND[start : start + n] = self._expert(e, x_ND[start : start + n])
                     start += n
-        y_ND = y_ND * w_TA.flatten()[order_N, None].to(y_ND.dtype)
+        y_ND = y_ND.mul_(w_TA.flatten()[order_N, None].to(y_ND.dtype))  # in place: N x D is the largest tensor here
         return torch.zeros_like(x_TD).index_add_(0, token_N, y_ND)
 
 
@@ -142,10 +143,10 @@ class MoE(nn.Module):
     def __init__(self, dim, hidden, n_experts, top_k, norm_topk_prob=True, shared_hidden=0):
         super().__init__()
         self.top_k, self.norm_topk_prob = top_k, norm_topk_prob
-        self.router = nn.Linear(dim, n_experts, bias=False)
+        self.router = Linear(dim, n_experts, bias=False)
         self.experts = Experts(n_experts, dim, hidden)
         self.shared_expert = SwiGLU(dim, shared_hidden) if shared_hidden else None
-        self.shared_expert_gate = nn.Linear(dim, 1, bias=False) if shared_hidden else None
+        self.shared_expert_gate = Linear(dim, 1, bias=False) if shared_hidden else None
 
     def forward(self, x: torch.Tensor):
         """x (..., D) -> (y (..., D), router logits (T, E))."""
