@@ -72,6 +72,23 @@ def test_thinker_text_hidden_states_and_loss(pair):
     assert abs(want.loss.item() - got.loss.item()) <= 1e-5 * abs(want.loss.item())
 
 
+def test_logits_to_keep(pair):
+    """Generation asks for the last position only; the kept logits equal the full forward's."""
+    _, model = pair
+    ids = torch.randint(0, 200, (2, 9), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = model.thinker(input_ids=ids).logits
+        last = model.thinker(input_ids=ids, logits_to_keep=1).logits
+        three = model.thinker(input_ids=ids, logits_to_keep=3).logits
+    assert last.shape == (2, 1, full.shape[-1]) and torch.allclose(last, full[:, -1:], atol=1e-6)
+    assert torch.allclose(three, full[:, -3:], atol=1e-6)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(omni.InputError, match="logits_to_keep"):
+            model.thinker(input_ids=ids, logits_to_keep=bad)
+    with pytest.raises(omni.InputError, match="labels"):
+        model.thinker(input_ids=ids, labels=ids, logits_to_keep=1)
+
+
 def test_thinker_text_parameter_count_full_size():
     """The 30B-A3B Thinker LM built on the meta device has exactly the reference's parameter count."""
     from transformers import Qwen3OmniMoeConfig
