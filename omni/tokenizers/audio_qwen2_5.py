@@ -59,7 +59,8 @@ class Qwen25AudioTokenizer(AudioEncoderBase):
         x = F.gelu(self.conv2(x), approximate=self.approximate).transpose(1, 2)  # (C, t', D)
         x = x + self.positions[: x.shape[1]].to(x.dtype)  # positions restart in every chunk
         steps = torch.arange(x.shape[1], device=x.device)[None] < _conv_steps(chunk_len)[:, None]  # (C, t')
-        x = self._run_layers(x, steps)  # (N, D): attention inside each chunk; every clip's steps, back to back
+        # attention inside each chunk: (N, D), every clip's steps back to back
+        x = self._run_layers(x[steps], self.window_groups(_conv_steps(chunk_len), x.shape[1]))
 
         # 2x average pooling inside each clip: pairs (0, 1), (2, 3), ... of its steps
         clip_steps = _conv_steps(lengths)  # (B,)
