@@ -103,7 +103,7 @@ THINKER_ROWS = [
     ("image: one DeepStack level (added after decoder layer k)", "thinker.vision.deepstack_mergers.0", 0),
     ("video: 2x2 patches merged into tokens", "thinker.vision.merger", 1),
     ("audio: conv stem, per 1 s chunk (chunks, steps, width)", "thinker.audio.conv_out", 0),
-    ("audio: encoder layers, per attention window", "thinker.audio.layers.-1", 0),
+    ("audio: encoder layers over packed tokens (attention inside windows)", "thinker.audio.layers.-1", 0),
     ("audio: projected to the Thinker width", "thinker.audio.proj2", 0),
     ("token embeddings (media written into placeholders)", "thinker.embed_tokens", 0),
     ("TMRoPE cos (sin alike) from (3, B, T) positions", "thinker.decoder.rope", 0),
@@ -214,10 +214,10 @@ def trace_full(tiny: Probe, batch, codes) -> Probe:
             th.vision(_meta(batch["pixel_values_videos"].shape), batch["video_grid_thw"])
             chunks, _, mels, steps = tiny.get("thinker.audio.conv1")[0]
             th.audio._conv_stem(_meta((chunks, mels, steps)))
-            windows, width, _ = tiny.get("thinker.audio.layers.-1")[0]
-            x = _meta((windows, width, Da))
+            tokens, _ = tiny.get("thinker.audio.layers.-1")[0]
+            x, one_window = _meta((tokens, Da)), [torch.arange(tokens)[None]]
             for layer in th.audio.layers:
-                x = layer(x, None)
+                x = layer(x, one_window)
             n_audio = tiny.get("thinker.audio.proj2")[1][0]
             th.audio.proj2(F.gelu(th.audio.proj1(th.audio.norm_out(_meta((n_audio, Da))))))
             h = th.embed_tokens(_meta((B, T), torch.long))
