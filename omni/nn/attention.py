@@ -20,9 +20,24 @@ def sdpa(q, k, v, mask=None, is_causal=False):
     Grouped heads go to SDPA as they are (`enable_gqa`): repeating k/v to H heads would copy the whole KV cache
     in every layer at every decode step (measured: the same result bit for bit, about 3x faster on CPU).
     """
+    if torch.compiler.is_compiling() and q.shape[2] == 1 and not is_causal:
+        return decode_attention(q, k, v, mask)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=k.shape[1] != q.shape[1]
     )
+
+
+def decode_attention(q, k, v, mask=None):
+    """Attention of one query per row written out in fp32, for compiled decode steps: inductor fuses it, where CPU
+    SDPA with a mask over a bf16 cache took ~0.5 ms per layer (measured; fp32 ~0.1 ms). Same shapes as `sdpa`."""
+    B, H, T, Dh = q.shape
+    K = k.shape[1]
+    q_bkgd = q.reshape(B, K, H // K, Dh).float()  # query head h reads kv head h // (H / K)
+    scores = torch.einsum("bkgd,bksd->bkgs", q_bkgd, k.float()) * Dh**-0.5
+    if mask is not None:  # (B|1, 1, 1, S) bool
+        scores = scores.masked_fill(~mask[:, :, 0, None, :], float("-inf"))
+    out = torch.einsum("bkgs,bksd->bkgd", scores.softmax(-1), v.float())
+    return out.reshape(B, H, T, Dh).to(q.dtype)
 
 
 def causal_mask(

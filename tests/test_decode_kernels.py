@@ -1,10 +1,12 @@
-"""omni.nn.Linear: the same layer as nn.Linear, run as a fused multiply + sum for a few rows inside torch.compile."""
+"""The forms compiled decode steps take: omni.nn.Linear (the same layer as nn.Linear, run as a fused multiply + sum
+for a few rows inside torch.compile) and omni.nn.attention.decode_attention (one query written out in fp32)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omni.nn.attention import decode_attention, sdpa
 from omni.nn.linear import MATVEC_ROWS, Linear, matvec
 
 
@@ -55,3 +57,22 @@ def test_matvec_bf16_accumulates_in_fp32():
     got = matvec(x, w)
     assert got.dtype == torch.bfloat16
     assert (got.double() - exact).abs().max() <= 2 ** -7 * exact.abs().max()  # one bf16 rounding, not 4096
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads", [(4, 4), (8, 2), (6, 1)])  # (query heads, kv heads): MHA, GQA, MQA
+def test_decode_attention_equals_sdpa(heads, dtype):
+    H, K = heads
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, H, 1, 10, generator=g).to(dtype)  # odd head dim
+    k, v = (torch.randn(2, K, 13, 10, generator=g).to(dtype) for _ in range(2))
+    mask = torch.ones(2, 1, 1, 13, dtype=torch.bool)
+    mask[0, ..., 9:] = False  # unfilled cache slots
+    mask[1, ..., :4] = False  # left padding
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=H != K)
+    got = decode_attention(q, k, v, mask)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, **({} if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)))
+    compiled, ops = _graph_ops(sdpa, q, k, v, mask)
+    assert F.scaled_dot_product_attention not in ops  # one query under torch.compile: the written-out form
+    torch.testing.assert_close(compiled, got)
