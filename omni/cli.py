@@ -44,6 +44,7 @@ def cmd_generate(args) -> int:
     options = dict(
         max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+        compile=args.compile,
     )
     if args.speak:
         limit = "max_new_tokens" if model.config.model_type == "qwen2_5_omni" else "max_frames"  # codes / frames
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repetition-penalty", type=float, default=1.0, help=">1 discourages repeated tokens")
     g.add_argument("--seed", type=int, default=None, help="random seed for sampling (reproducible replies)")
     g.add_argument("--stream", action="store_true", help="print the reply as it is produced")
+    g.add_argument("--compile", action="store_true",
+                   help="run decode steps through torch.compile: 20-40 s once, then 2-3x faster per token on CPU")
     g.add_argument("--speak", default=None, metavar="OUT.wav", help="also synthesise speech into this wav file")
     g.add_argument("--voice", default="ethan", help="speaker name (see `omni info`; default: ethan)")
     g.add_argument("--max-speech-frames", type=int, default=4095,

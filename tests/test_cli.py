@@ -62,6 +62,14 @@ def test_cli_generate(tiny_dir):
     assert r2.returncode == 0, r2.stderr
 
 
+@pytest.mark.slow
+def test_cli_generate_compiled_equals_eager(tiny_dir):
+    args = ("generate", "--model", tiny_dir, "--prompt", "hello", "--max-new-tokens", "6", "--quiet")
+    eager, compiled = run(*args), run(*args, "--compile")
+    assert compiled.returncode == 0, compiled.stderr
+    assert compiled.stdout == eager.stdout
+
+
 def test_cli_generate_speak_writes_a_wav(tiny_dir, tmp_path):
     import soundfile as sf
 
