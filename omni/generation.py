@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from .errors import InputError
+from .nn.kv_cache import advance, static_decode_step
 
 MEDIA_KEYS = (
     "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
@@ -197,16 +198,12 @@ def _compiled_step(thinker, backend):
 
 
 def _decode_logits(thinker, h, position_ids, write_pos, key_mask, cache) -> torch.Tensor:
-    from .nn.kv_cache import static_decode_step
-
     return thinker.lm_head(static_decode_step(thinker.decoder, h, position_ids, write_pos, key_mask, cache))
 
 
 def _static_step(thinker, step_fn, fed, pos, mask, cache) -> torch.Tensor:
     """One token per row through the compiled step: the cache slots are the mask's columns, so the new token
     goes to slot `mask.shape[1] - 1` and attends to every real slot up to it."""
-    from .nn.kv_cache import advance
-
     slot = mask.shape[1] - 1
     capacity = cache.layers[0].k.shape[2]
     key_mask = torch.zeros(mask.shape[0], capacity, dtype=torch.bool, device=mask.device)

@@ -71,7 +71,7 @@ class AudioAttention(nn.Module):
         """windows: one (n, l) index per window length l, the token rows of n windows (see `window_groups`)."""
         N, _ = x.shape
         q, k, v = (p(x).view(N, self.n_heads, self.head_dim) for p in (self.q_proj, self.k_proj, self.v_proj))
-        if len(windows) == 1 and windows[0].shape[0] == 1:  # one window: the whole sequence
+        if len(windows) == 1 and windows[0].shape[0] == 1:  # one window (a short clip): attend over all, no gather
             out = sdpa(*(t.transpose(0, 1)[None] for t in (q, k, v)))[0].transpose(0, 1)  # (N, H, Dh)
         else:
             out = torch.empty_like(q)
