@@ -36,7 +36,7 @@ def _vision(ref, model, size, reps):
 def _audio(ref, model, size, reps):
     audio = getattr(model.thinker, "audio", None)
     if audio is None:
-        return [dict(case="audio tower", note="skipped: omni has no audio tower yet (omni/tokenizers/audio.py)")]
+        return [dict(case="audio tower", note="skipped: omni has no audio tower yet (omni/models/qwen3_omni/audio.py)")]
     mels, frames = ref.config.thinker_config.audio_config.num_mel_bins, size["audio_frames"]
     feats = torch.randn(1, mels, frames, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(1, frames, dtype=torch.long)
@@ -49,7 +49,7 @@ def _audio(ref, model, size, reps):
 def _code2wav(ref, model, size, reps):
     c2w = getattr(model, "code2wav", None)
     if c2w is None:
-        return [dict(case="code2wav", note="skipped: omni has no Code2Wav yet (omni/code2wav.py)")]
+        return [dict(case="code2wav", note="skipped: omni has no Code2Wav yet (omni/models/qwen3_omni/code2wav.py)")]
     cfg = ref.config.code2wav_config
     codes = torch.randint(0, cfg.codebook_size, (1, cfg.num_quantizers, size["code_frames"]),
                           generator=torch.Generator().manual_seed(0))

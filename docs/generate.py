@@ -34,8 +34,9 @@ from omni.cli import parameter_table
 from omni.config import PRESETS, OmniConfig
 from omni.demo import build_tiny_checkpoint, synthetic_media
 from omni.model import OmniModel
+from omni.nn.attention import segment_groups
 from omni.nn.moe import Experts
-from omni.speech import speak
+from omni.models.qwen3_omni.speech import speak
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 FULL = "qwen3-omni-30b-a3b"
@@ -215,7 +216,7 @@ def trace_full(tiny: Probe, batch, codes) -> Probe:
             chunks, _, mels, steps = tiny.get("thinker.audio.conv1")[0]
             th.audio._conv_stem(_meta((chunks, mels, steps)))
             tokens, _ = tiny.get("thinker.audio.layers.-1")[0]
-            x, one_window = _meta((tokens, Da)), [torch.arange(tokens)[None]]
+            x, one_window = _meta((tokens, Da)), segment_groups([tokens])
             for layer in th.audio.layers:
                 x = layer(x, one_window)
             n_audio = tiny.get("thinker.audio.proj2")[1][0]
@@ -302,7 +303,7 @@ def block_parameters() -> str:
 
 def block_positions() -> str:
     from omni.positions import rope_index_from_config
-    from omni.processor import interleave_video_audio
+    from omni.interleave import interleave_tokens_by_time as interleave_video_audio
 
     th = OmniConfig.from_name("tiny").thinker
     name = {th.vision_start_token_id: "<vs>", th.vision_start_token_id + 1: "<ve>",

@@ -16,7 +16,7 @@ import tempfile
 
 import omni
 from omni.demo import build_tiny_checkpoint, synthetic_media
-from omni.speech_io import write_wav
+from omni.media.audio import write_wav
 
 
 def parse_args(argv=None):

@@ -11,7 +11,7 @@ from .checkpoints.io import component_of
 from .config import OmniConfig
 from .errors import CheckpointError
 from .model import OmniModel, normalize_components
-from .token2wav.speakers import SPEAKERS_FILE, load_speakers, save_speakers
+from .release import release_of
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -59,12 +59,11 @@ def load(
     finally:
         if progress is not None:
             progress.close()
-    if model.token2wav is not None:
-        model.token2wav.float()  # whatever `dtype`: the release runs its ODE and vocoder in fp32
+    release = release_of(config)
+    if release.after_load is not None:
+        release.after_load(model, directory)  # files beside the weights that only this release has
     model.eval()
     model.processor = _processor(directory)
-    if os.path.isfile(os.path.join(directory, SPEAKERS_FILE)):
-        model.speakers = load_speakers(directory)
     return model
 
 
@@ -73,7 +72,7 @@ def _processor(directory: str):
     has_tokenizer = any(os.path.isfile(os.path.join(directory, f)) for f in ("tokenizer.json", "vocab.json"))
     if not has_tokenizer:
         return None
-    from .processor import Processor
+    from .media.processor import Processor
 
     return Processor.from_pretrained(directory)
 
@@ -86,5 +85,6 @@ def save(model: OmniModel, directory, max_shard_size="5GB") -> None:
     model.config.save_pretrained(directory)
     if getattr(model, "processor", None) is not None:
         model.processor.save_pretrained(directory)
-    if getattr(model, "speakers", None):
-        save_speakers(model.speakers, os.path.join(directory, SPEAKERS_FILE))
+    release = release_of(model)
+    if release.save_extras is not None:
+        release.save_extras(model, directory)

@@ -30,8 +30,10 @@ def cmd_demo(args) -> int:
 def cmd_generate(args) -> int:
     from .api import load
 
-    # the vocoder is Code2Wav (Qwen3-Omni) or Token2Wav (Qwen2.5-Omni): the one the config does not describe is skipped
-    components = ("thinker", "talker", "code2wav", "token2wav") if args.speak else ("thinker",)
+    from .release import release_of
+
+    # speech needs every part (the release's vocoder included): the default; text needs the Thinker only
+    components = None if args.speak else ("thinker",)
     model = load(args.model, components=components, dtype=args.dtype, device=args.device, quiet=args.quiet)
     content = [{"type": "image", "image": f} for f in args.image]
     content += [{"type": "audio", "audio": f} for f in args.audio]
@@ -47,7 +49,7 @@ def cmd_generate(args) -> int:
         compile=args.compile,
     )
     if args.speak:
-        limit = "max_new_tokens" if model.config.model_type == "qwen2_5_omni" else "max_frames"  # codes / frames
+        limit = release_of(model).speech_length_option  # the release's word for it: frames or codes
         options.update(speak=True, voice=args.voice, speech={limit: args.max_speech_frames})
     if args.stream:
         audio = []
@@ -70,7 +72,7 @@ def cmd_generate(args) -> int:
 
 
 def _write_speech(path: str, waveform) -> None:
-    from .speech_io import write_wav
+    from .media.audio import write_wav
 
     write_wav(path, waveform)
     print(f"wrote {waveform.shape[-1] / 24000:.2f} s of speech to {path}", file=sys.stderr)
@@ -98,6 +100,7 @@ def parameter_table(cfg) -> list[tuple[str, int, int]]:
     import torch
 
     from .model import OmniModel
+    from .release import release_of
 
     with torch.device("meta"):
         model = OmniModel(cfg)
@@ -114,14 +117,13 @@ def parameter_table(cfg) -> list[tuple[str, int, int]]:
     if getattr(model, "talker", None) is not None:
         tk = model.talker
         total = _count(tk)
-        decoder_cfg = getattr(cfg.talker, "text_config", cfg.talker)  # Qwen2.5: the talker section is its decoder's
-        routed_away = _count(tk.decoder) - _active(decoder_cfg, tk.decoder)
+        routed_away = _count(tk.decoder) - _active(tk.decoder.cfg, tk.decoder)
         name = "talker (+ code predictor)" if hasattr(tk, "code_predictor") else "talker"
         rows.append((name, total, total - routed_away))
-    for vocoder in ("code2wav", "token2wav"):  # Qwen3-Omni / Qwen2.5-Omni
-        if getattr(model, vocoder, None) is not None:
-            n = _count(getattr(model, vocoder))
-            rows.append((vocoder, n, n))
+    vocoder = release_of(cfg).vocoder
+    if getattr(model, vocoder, None) is not None:
+        n = _count(getattr(model, vocoder))
+        rows.append((vocoder, n, n))
     return rows
 
 
@@ -146,8 +148,9 @@ def cmd_info(args) -> int:
         print(f"{name:28s} {total:16,d} {active:16,d}")
     print(f"{'total':28s} {sum(r[1] for r in rows):16,d} {sum(r[2] for r in rows):16,d}")
     counted = " ".join(r[0] for r in rows)
-    missing = [c for c in ("talker", "code2wav", "token2wav")
-               if getattr(cfg, f"{c}_config", None) is not None and c not in counted]
+    from .model import all_components
+
+    missing = [c for c in all_components()[1:] if getattr(cfg, f"{c}_config", None) is not None and c not in counted]
     if missing:
         print(f"(not implemented in this omni version, not counted: {', '.join(missing)})")
     return 0
@@ -165,7 +168,8 @@ def cmd_convert(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="omni",
-        description="Qwen omni-modal models (Qwen3-Omni) in clean PyTorch. Run `omni COMMAND --help` for details.",
+        description="Qwen omni-modal models (Qwen3-Omni, Qwen2.5-Omni) in clean PyTorch. Run `omni COMMAND --help` for "
+                    "details.",
         epilog="examples:\n  omni demo\n  omni info --model qwen3-omni-30b-a3b\n"
                "  omni generate --model ./Qwen3-Omni-30B-A3B-Instruct --prompt \"Describe this.\" --image cat.png\n"
                "  omni convert --model ./Qwen3-Omni-30B-A3B-Instruct --out ./thinker-bf16 --components thinker "

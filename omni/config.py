@@ -1,11 +1,11 @@
-"""Typed configuration for the Qwen omni models.
+"""Typed configuration: the machinery every release's config.json sections share, and the shared sections.
 
-`OmniConfig.from_pretrained(dir_or_file)` reads an official ``config.json`` into one dataclass per component:
+`OmniConfig.from_pretrained(dir_or_file)` reads an official ``config.json`` into one dataclass per section; the
+top-level `model_type` picks the release (omni.release), whose package declares its own sections on these bases:
 
-    OmniConfig
-      thinker: ThinkerConfig      text: TextConfig, audio: AudioConfig, vision: VisionConfig
-      talker: TalkerConfig        text: TextConfig (MoE + shared expert), code_predictor: TextConfig
-      code2wav: Code2WavConfig
+    OmniConfig                     thinker_config, talker_config, <vocoder>_config, special token ids
+      ThinkerConfig                text_config: TextConfig, audio_config: AudioConfig, vision_config: VisionConfig
+      (Qwen3-Omni: omni/models/qwen3_omni/config.py, Qwen2.5-Omni: omni/models/qwen2_5_omni/config.py)
 
 Field names are the official config.json keys, so a config reads like the file it came from, and keys omitted
 from a file take the reference implementation's defaults (which are *not* the release's numbers: presets carry
@@ -24,12 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .release import PRESETS, release_of, releases
 
 REQUIRED: Any = dataclasses.MISSING  # marker default: the key must be present in config.json
-
-
-def _is_section(tp) -> bool:
-    return isinstance(tp, type) and issubclass(tp, Section)
 
 
 @dataclass(kw_only=True)
@@ -120,10 +117,9 @@ def _default(f):
 
 
 def _section_type(tp):
-    if _is_section(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        if _is_section(arg):
+    """The Section class a field annotation names (`X` or `X | None`), or None."""
+    for arg in (tp, *typing.get_args(tp)):
+        if isinstance(arg, type) and issubclass(arg, Section):
             return arg
     return None
 
@@ -132,6 +128,15 @@ def _positive(where: str, **values):
     for name, v in values.items():
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
+
+
+def rope_theta(section, default: float) -> float:
+    """The rotary base of a section: `rope_parameters` (transformers 5), else `rope_scaling`, else `rope_theta`,
+    else `default` (the reference's default for that section)."""
+    for src in (getattr(section, "rope_parameters", None), getattr(section, "rope_scaling", None)):
+        if src and "rope_theta" in src:
+            return float(src["rope_theta"])
+    return float(section.rope_theta if section.rope_theta is not None else default)
 
 
 def _check_text_fields(cfg: "TextConfig", where: str) -> None:
@@ -164,11 +169,6 @@ def _check_text_fields(cfg: "TextConfig", where: str) -> None:
 class TextConfig(Section):
     """A Qwen decoder stack: the Thinker LM, the Talker LM, the code predictor (MoE fields unused when dense)."""
 
-    MODEL_TYPES: ClassVar = (
-        "qwen3_omni_moe_text",
-        "qwen3_omni_moe_talker_text",
-        "qwen3_omni_moe_talker_code_predictor",
-    )
     ALIASES: ClassVar = {"num_experts": ("num_local_experts",)}
 
     vocab_size: int = REQUIRED
@@ -198,9 +198,9 @@ class TextConfig(Section):
     # code predictor only
     num_code_groups: int | None = None
 
-    # the release's architecture, not config.json keys (Qwen3-Omni here; omni.config_qwen2_5 overrides them)
-    qk_norm: ClassVar[bool] = True  # RMSNorm over each query / key head before the rotary embedding
-    mrope_interleaved: ClassVar[bool] = True  # M-RoPE slot layout (see omni.nn.rope)
+    # the release's architecture, not config.json keys: each release's TextConfig sets them
+    qk_norm: ClassVar[bool]  # RMSNorm over each query / key head before the rotary embedding
+    mrope_interleaved: ClassVar[bool]  # M-RoPE slot layout (see omni.nn.rope)
 
     @property
     def qkv_bias(self) -> bool:
@@ -220,10 +220,7 @@ class TextConfig(Section):
 
     @property
     def theta(self) -> float:
-        for src in (self.rope_parameters, self.rope_scaling):
-            if src and "rope_theta" in src:
-                return float(src["rope_theta"])
-        return float(self.rope_theta if self.rope_theta is not None else 1e6)
+        return rope_theta(self, 1e6)
 
     @property
     def mrope_section(self) -> list[int] | None:
@@ -233,54 +230,34 @@ class TextConfig(Section):
         return None
 
     def is_moe_layer(self, i: int) -> bool:
-        return (
-            self.num_experts > 0
-            and i not in (self.mlp_only_layers or [])
-            and (i + 1) % self.decoder_sparse_step == 0
-        )
+        return self.num_experts > 0 and i not in (self.mlp_only_layers or []) and (i + 1) % self.decoder_sparse_step == 0
 
     def validate(self, where):
-        _positive(
-            where,
-            vocab_size=self.vocab_size,
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            num_key_value_heads=self.num_key_value_heads,
-        )
+        _positive(where, vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                  num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+                  num_key_value_heads=self.num_key_value_heads)
         _check_text_fields(self, where)
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(
-                f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                f"num_key_value_heads ({self.num_key_value_heads})"
-            )
+            raise ConfigError(f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                              f"num_key_value_heads ({self.num_key_value_heads})")
         if self.head_dim is None and self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"{where}: hidden_size ({self.hidden_size}) is not divisible by num_attention_heads "
-                f"({self.num_attention_heads}); set head_dim explicitly"
-            )
+            raise ConfigError(f"{where}: hidden_size ({self.hidden_size}) is not divisible by num_attention_heads "
+                              f"({self.num_attention_heads}); set head_dim explicitly")
         if self.dim_head % 2:
             raise ConfigError(f"{where}: head_dim must be even for rotary embeddings, got {self.dim_head}")
-        if self.num_experts:
-            if not 0 < self.num_experts_per_tok <= self.num_experts:
-                raise ConfigError(
-                    f"{where}: num_experts_per_tok ({self.num_experts_per_tok}) must be in 1..num_experts "
-                    f"({self.num_experts})"
-                )
-            if self.decoder_sparse_step <= 0:
-                raise ConfigError(f"{where}: decoder_sparse_step must be >= 1")
+        if self.num_experts and not 0 < self.num_experts_per_tok <= self.num_experts:
+            raise ConfigError(f"{where}: num_experts_per_tok ({self.num_experts_per_tok}) must be in 1..num_experts "
+                              f"({self.num_experts})")
+        if self.num_experts and self.decoder_sparse_step <= 0:
+            raise ConfigError(f"{where}: decoder_sparse_step must be >= 1")
         sec = self.mrope_section
         if sec is not None and sum(sec) != self.dim_head // 2:
-            raise ConfigError(
-                f"{where}: mrope_section {sec} must sum to head_dim/2 = {self.dim_head // 2}"
-            )
+            raise ConfigError(f"{where}: mrope_section {sec} must sum to head_dim/2 = {self.dim_head // 2}")
 
 
 @dataclass(kw_only=True)
 class AudioConfig(Section):
-    """The audio encoder (AuT): mel frames -> conv stem -> windowed transformer -> Thinker width."""
-
-    MODEL_TYPES: ClassVar = ("qwen3_omni_moe_audio_encoder",)
+    """The audio encoder fields both releases share (defaults: the reference's; a release adds its own)."""
 
     num_mel_bins: int = 128
     encoder_layers: int = 32
@@ -289,38 +266,32 @@ class AudioConfig(Section):
     d_model: int = 1280
     activation_function: str = "gelu"
     max_source_positions: int = 1500
-    n_window: int = 50  # conv chunks are 2 * n_window mel frames
-    n_window_infer: int = 800  # attention windows span n_window_infer mel frames
-    conv_chunksize: int = 500
-    downsample_hidden_size: int = 480
+    n_window: int = REQUIRED  # the conv stem reads chunks of 2 * n_window mel frames
     output_dim: int = 3584
 
     def validate(self, where):
         _positive(where, d_model=self.d_model, encoder_attention_heads=self.encoder_attention_heads,
-                  n_window=self.n_window, n_window_infer=self.n_window_infer, num_mel_bins=self.num_mel_bins,
-                  encoder_layers=self.encoder_layers, encoder_ffn_dim=self.encoder_ffn_dim, output_dim=self.output_dim)
+                  n_window=self.n_window, num_mel_bins=self.num_mel_bins, encoder_layers=self.encoder_layers,
+                  encoder_ffn_dim=self.encoder_ffn_dim, output_dim=self.output_dim)
         if self.d_model % self.encoder_attention_heads:
             raise ConfigError(f"{where}: d_model {self.d_model} not divisible by heads {self.encoder_attention_heads}")
 
 
 @dataclass(kw_only=True)
 class VisionConfig(Section):
-    """The vision encoder: patches -> ViT with 2-D rotary -> 2x2 merger (+ deepstack mergers)."""
+    """The vision encoder fields both releases share: patches of (temporal_patch_size, patch_size, patch_size)
+    pixels, merged m x m (m = spatial_merge_size) into one Thinker token of width out_hidden_size."""
 
-    MODEL_TYPES: ClassVar = ("qwen3_omni_moe_vision_encoder",)
-
-    depth: int = 27
-    hidden_size: int = 1152
-    hidden_act: str = "gelu_pytorch_tanh"
-    intermediate_size: int = 4304
+    depth: int = REQUIRED
+    hidden_size: int = REQUIRED
+    hidden_act: str = REQUIRED
+    intermediate_size: int = REQUIRED
     num_heads: int = 16
     in_channels: int = 3
-    patch_size: int = 16
+    patch_size: int = REQUIRED
     spatial_merge_size: int = 2
     temporal_patch_size: int = 2
     out_hidden_size: int = 3584
-    num_position_embeddings: int = 2304
-    deepstack_visual_indexes: list = field(default_factory=lambda: [8, 16, 24])
 
     def validate(self, where):
         _positive(where, hidden_size=self.hidden_size, num_heads=self.num_heads, patch_size=self.patch_size)
@@ -330,7 +301,7 @@ class VisionConfig(Section):
 
 @dataclass(kw_only=True)
 class ThinkerConfig(Section):
-    MODEL_TYPES: ClassVar = ("qwen3_omni_moe_thinker",)
+    """The Thinker: its decoder, its two encoders and the ids of the media placeholders and markers."""
 
     text_config: TextConfig = REQUIRED
     audio_config: AudioConfig | None = None
@@ -354,83 +325,13 @@ class ThinkerConfig(Section):
 
 
 @dataclass(kw_only=True)
-class TalkerConfig(Section):
-    MODEL_TYPES: ClassVar = ("qwen3_omni_moe_talker",)
-
-    text_config: TextConfig = REQUIRED
-    code_predictor_config: TextConfig = REQUIRED
-    num_code_groups: int = 32
-    thinker_hidden_size: int = 2048
-    accept_hidden_layer: int = 18
-    codec_eos_token_id: int = 4198
-    codec_nothink_id: int = 4203
-    codec_think_bos_id: int = 4204
-    codec_think_eos_id: int = 4205
-    codec_pad_id: int = 4196
-    codec_bos_id: int = 4197
-    audio_token_id: int = 151646
-    image_token_id: int = 151655
-    video_token_id: int = 151656
-    vision_start_token_id: int = 151652
-    audio_start_token_id: int = 151669
-    position_id_per_seconds: float = 25
-    seconds_per_chunk: float = 2
-    spatial_merge_size: int = 2
-    speaker_id: dict | None = None
-
-
-@dataclass(kw_only=True)
-class Code2WavConfig(Section):
-    """The codec decoder: 16 codebooks per 80 ms frame -> 24 kHz waveform."""
-
-    MODEL_TYPES: ClassVar = ("qwen3_omni_moe_code2wav",)
-
-    codebook_size: int = 2048
-    num_quantizers: int = 16
-    hidden_size: int = 1024
-    num_hidden_layers: int = 8
-    num_attention_heads: int = 16
-    num_key_value_heads: int = 16
-    intermediate_size: int = 3072
-    hidden_act: str = "silu"
-    sliding_window: int = 72
-    rms_norm_eps: float = 1e-5
-    layer_scale_initial_scale: float = 0.01
-    max_position_embeddings: int = 8000
-    rope_parameters: dict | None = None
-    rope_theta: float | None = None
-    attention_bias: bool = False
-    upsample_rates: list = field(default_factory=lambda: [8, 5, 4, 3])
-    upsampling_ratios: list = field(default_factory=lambda: [2, 2])
-    decoder_dim: int = 1536
-
-    @property
-    def theta(self) -> float:
-        if self.rope_parameters and "rope_theta" in self.rope_parameters:
-            return float(self.rope_parameters["rope_theta"])
-        return float(self.rope_theta if self.rope_theta is not None else 10000.0)
-
-    def validate(self, where):
-        _positive(where, hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
-                  num_key_value_heads=self.num_key_value_heads, num_quantizers=self.num_quantizers,
-                  codebook_size=self.codebook_size)
-        if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(
-                f"{where}: hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
-                f"({self.num_attention_heads}), itself a multiple of num_key_value_heads ({self.num_key_value_heads})"
-            )
-
-
-@dataclass(kw_only=True)
 class OmniConfig(Section):
-    """The whole model: Thinker (+ encoders), Talker (+ code predictor) and Code2Wav."""
-
-    MODEL_TYPES: ClassVar = ("qwen3_omni_moe",)
+    """The whole model: Thinker (+ encoders), Talker and a vocoder. `OmniConfig.from_dict` / `from_pretrained` /
+    `from_name` return the release's subclass, picked by `model_type`."""
 
     thinker_config: ThinkerConfig = REQUIRED
-    talker_config: TalkerConfig | None = None
-    code2wav_config: Code2WavConfig | None = None
-    model_type: str = "qwen3_omni_moe"
+    talker_config: Section | None = None
+    model_type: str = REQUIRED
     enable_audio_output: bool = True
     im_start_token_id: int = 151644
     im_end_token_id: int = 151645
@@ -447,45 +348,23 @@ class OmniConfig(Section):
         return self.thinker_config
 
     @property
-    def talker(self) -> TalkerConfig | None:
+    def talker(self):
         return self.talker_config
-
-    @property
-    def code2wav(self) -> Code2WavConfig | None:
-        return self.code2wav_config
 
     @classmethod
     def from_dict(cls, d, where="config"):
         """Build from a config.json-style dict (official keys; unknown keys are kept in `extra` and written back).
         The release is picked by `model_type`; a missing or impossible value raises ConfigError naming it."""
-        if cls is OmniConfig and isinstance(d, dict) and d.get("model_type") in Qwen25OmniConfig.MODEL_TYPES:
-            return Qwen25OmniConfig.from_dict(d, where)  # the release is picked by model_type
         if isinstance(d, dict) and "model_type" not in d:
-            raise ConfigError(
-                f"{where}: no `model_type`; expected one of {list(cls.MODEL_TYPES)} (an official Qwen-Omni config.json)"
-            )
-        if isinstance(d, dict) and d.get("model_type") not in cls.MODEL_TYPES:
-            raise ConfigError(
-                f"{where}: model_type {d.get('model_type')!r} is not supported; expected one of "
-                f"{sorted(set(cls.MODEL_TYPES) | set(Qwen25OmniConfig.MODEL_TYPES))}"
-            )
+            raise ConfigError(f"{where}: no `model_type`; expected one of {sorted(releases())} (an official "
+                              "Qwen-Omni config.json)")
+        if cls is OmniConfig and isinstance(d, dict):
+            return release_of(d["model_type"]).config.from_dict(d, where)
         return super().from_dict(d, where)
 
     def check_talker_fits_thinker(self, where: str = "config") -> None:
-        """The Talker reads the Thinker's states: their widths and the layer it reads must agree. (Checked when a
-        model with a Talker is built: a thinker-only model may carry a Talker section it never uses.)"""
-        tk, text = self.talker_config, self.thinker_config.text_config
-        if isinstance(tk, TalkerConfig):
-            if tk.thinker_hidden_size != text.hidden_size:
-                raise ConfigError(
-                    f"{where}: talker_config.thinker_hidden_size ({tk.thinker_hidden_size}) must equal the Thinker's "
-                    f"text_config.hidden_size ({text.hidden_size}); the Talker reads the Thinker's hidden states"
-                )
-            if not 0 <= tk.accept_hidden_layer <= text.num_hidden_layers:
-                raise ConfigError(
-                    f"{where}: talker_config.accept_hidden_layer ({tk.accept_hidden_layer}) must be in "
-                    f"0..{text.num_hidden_layers} (the Thinker's num_hidden_layers)"
-                )
+        """Raise ConfigError when the Talker section cannot read this Thinker (checked when a Talker is built: a
+        thinker-only model may carry a Talker section it never uses). A release with such constraints overrides."""
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "OmniConfig":
@@ -515,151 +394,3 @@ class OmniConfig(Section):
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Presets, written as the config.json dicts they stand for.
-
-_QWEN3_OMNI_30B_A3B = {  # Qwen/Qwen3-Omni-30B-A3B-Instruct config.json (numbers as released)
-    "model_type": "qwen3_omni_moe",
-    "enable_audio_output": True,
-    "thinker_config": {
-        "model_type": "qwen3_omni_moe_thinker",
-        "audio_token_id": 151675, "image_token_id": 151655, "video_token_id": 151656,
-        "audio_start_token_id": 151669, "vision_start_token_id": 151652, "user_token_id": 872,
-        "position_id_per_seconds": 13, "seconds_per_chunk": 2, "tie_word_embeddings": False,
-        "text_config": {
-            "model_type": "qwen3_omni_moe_text", "vocab_size": 152064, "hidden_size": 2048,
-            "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
-            "intermediate_size": 768, "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
-            "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [], "rms_norm_eps": 1e-6,
-            "max_position_embeddings": 65536, "router_aux_loss_coef": 0.001,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                                "mrope_section": [24, 20, 20], "interleaved": True},
-        },
-        "audio_config": {
-            "model_type": "qwen3_omni_moe_audio_encoder", "num_mel_bins": 128, "encoder_layers": 32,
-            "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280, "max_source_positions": 1500,
-            "n_window": 50, "n_window_infer": 800, "conv_chunksize": 500, "downsample_hidden_size": 480,
-            "output_dim": 2048,
-        },
-        "vision_config": {
-            "model_type": "qwen3_omni_moe_vision_encoder", "depth": 27, "hidden_size": 1152, "intermediate_size": 4304,
-            "num_heads": 16, "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
-            "out_hidden_size": 2048, "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24],
-        },
-    },
-    "talker_config": {
-        "model_type": "qwen3_omni_moe_talker",
-        "num_code_groups": 16, "thinker_hidden_size": 2048, "accept_hidden_layer": 24,
-        "codec_eos_token_id": 2150, "codec_nothink_id": 2155, "codec_think_bos_id": 2156, "codec_think_eos_id": 2157,
-        "codec_pad_id": 2148, "codec_bos_id": 2149, "audio_token_id": 151675, "image_token_id": 151655,
-        "video_token_id": 151656, "vision_start_token_id": 151652, "audio_start_token_id": 151669,
-        "position_id_per_seconds": 13, "seconds_per_chunk": 2, "spatial_merge_size": 2,
-        "speaker_id": {"chelsie": 2301, "ethan": 2302, "aiden": 2303},
-        "text_config": {
-            "model_type": "qwen3_omni_moe_talker_text", "vocab_size": 3072, "hidden_size": 1024,
-            "num_hidden_layers": 20, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 128,
-            "intermediate_size": 2048, "moe_intermediate_size": 384, "num_experts": 128, "num_experts_per_tok": 6,
-            "norm_topk_prob": True, "shared_expert_intermediate_size": 768, "rms_norm_eps": 1e-6,
-            "max_position_embeddings": 65536,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                                "mrope_section": [24, 20, 20], "interleaved": True},
-        },
-        "code_predictor_config": {
-            "model_type": "qwen3_omni_moe_talker_code_predictor", "vocab_size": 2048, "hidden_size": 1024,
-            "num_hidden_layers": 5, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
-            "intermediate_size": 3072, "num_code_groups": 16, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
-        },
-    },
-    "code2wav_config": {
-        "codebook_size": 2048, "num_quantizers": 16, "hidden_size": 1024, "num_hidden_layers": 8,
-        "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 3072, "sliding_window": 72,
-        "rms_norm_eps": 1e-5, "layer_scale_initial_scale": 0.01, "max_position_embeddings": 8000,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-        "upsample_rates": [8, 5, 4, 3], "upsampling_ratios": [2, 2], "decoder_dim": 1536,
-    },
-}
-
-
-# Special token ids of the tiny preset: the official ones shifted to start at 256 (see omni.demo.tiny_tokenizer).
-TINY_SPECIAL_BASE = 256
-_OFFICIAL_SPECIAL_BASE = 151643
-
-
-def _tiny_id(official: int) -> int:
-    return official - _OFFICIAL_SPECIAL_BASE + TINY_SPECIAL_BASE
-
-
-TINY_TOKEN_IDS = {
-    "root": {
-        "im_start_token_id": _tiny_id(151644), "im_end_token_id": _tiny_id(151645),
-        "tts_pad_token_id": _tiny_id(151671), "tts_bos_token_id": _tiny_id(151672),
-        "tts_eos_token_id": _tiny_id(151673),
-        # role words are single BPE merges in the tiny tokenizer: ids fixed by omni.demo.tiny_tokenizer
-        "system_token_id": 293, "user_token_id": 296, "assistant_token_id": 304,
-    },
-    "media": {
-        "audio_token_id": _tiny_id(151675), "image_token_id": _tiny_id(151655), "video_token_id": _tiny_id(151656),
-        "audio_start_token_id": _tiny_id(151669), "vision_start_token_id": _tiny_id(151652),
-        "user_token_id": 296,
-    },
-}
-
-
-def _tiny() -> dict:
-    """A few-MB model with every feature of the real one (MoE, deepstack, shared expert...), for tests and the demo.
-
-    Its vocabulary is the small byte-level one `omni.demo` builds (256 bytes, the Qwen special tokens in their
-    official order from id 256, then role-word merges), so token ids differ from the release's.
-    """
-    d = copy.deepcopy(_QWEN3_OMNI_30B_A3B)
-    d.update(TINY_TOKEN_IDS["root"])
-    th = d["thinker_config"]
-    th.update(TINY_TOKEN_IDS["media"])
-    d["talker_config"].update(TINY_TOKEN_IDS["media"])
-    th["text_config"].update(
-        vocab_size=512, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=16, intermediate_size=128, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
-        max_position_embeddings=8192,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2],
-                         "interleaved": True},
-    )
-    th["audio_config"].update(
-        num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, d_model=64,
-        downsample_hidden_size=16, output_dim=64,
-    )
-    th["vision_config"].update(
-        depth=3, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
-        num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
-    )
-    tk = d["talker_config"]
-    tk.update(thinker_hidden_size=64, accept_hidden_layer=2)
-    tk["text_config"].update(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        intermediate_size=64, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
-        shared_expert_intermediate_size=64, max_position_embeddings=8192,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2],
-                         "interleaved": True},
-    )
-    tk["code_predictor_config"].update(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        intermediate_size=128,
-    )
-    d["code2wav_config"].update(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
-        decoder_dim=64,
-    )
-    return d
-
-
-PRESETS: dict[str, dict] = {
-    "qwen3-omni-30b-a3b": _QWEN3_OMNI_30B_A3B,
-    "tiny": _tiny(),
-}
-
-
-# Qwen2.5-Omni: its sections build on the ones above, so they live in their own module, imported last.
-from .config_qwen2_5 import QWEN2_5_PRESETS, Qwen25OmniConfig  # noqa: E402
-
-PRESETS.update(QWEN2_5_PRESETS)

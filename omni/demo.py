@@ -14,7 +14,30 @@ import time
 import numpy as np
 import torch
 
-from .config import TINY_SPECIAL_BASE, TINY_TOKEN_IDS, OmniConfig
+# The `tiny` presets' vocabulary is this module's byte-level tokenizer (`tiny_tokenizer_files`): every release's
+# tiny preset takes its special token ids from here.
+TINY_SPECIAL_BASE = 256  # the Qwen special tokens, in their official order (151643.. in the releases), from here
+_OFFICIAL_SPECIAL_BASE = 151643
+
+
+def _tiny_id(official: int) -> int:
+    return official - _OFFICIAL_SPECIAL_BASE + TINY_SPECIAL_BASE
+
+
+TINY_TOKEN_IDS = {
+    "root": {
+        "im_start_token_id": _tiny_id(151644), "im_end_token_id": _tiny_id(151645),
+        "tts_pad_token_id": _tiny_id(151671), "tts_bos_token_id": _tiny_id(151672),
+        "tts_eos_token_id": _tiny_id(151673),
+        # role words are single BPE merges in the tiny tokenizer: ids fixed by omni.demo.tiny_tokenizer
+        "system_token_id": 293, "user_token_id": 296, "assistant_token_id": 304,
+    },
+    "media": {
+        "audio_token_id": _tiny_id(151675), "image_token_id": _tiny_id(151655), "video_token_id": _tiny_id(151656),
+        "audio_start_token_id": _tiny_id(151669), "vision_start_token_id": _tiny_id(151652),
+        "user_token_id": 296,
+    },
+}
 
 # The Qwen special tokens in their official order (ids 151643.. in the release; from TINY_SPECIAL_BASE here).
 QWEN_SPECIAL_TOKENS = [
@@ -88,6 +111,7 @@ def tiny_tokenizer_files(directory: str) -> None:
 def build_tiny_checkpoint(directory: str, seed: int = 0) -> str:
     """A random `tiny` model with its tokenizer, saved in the official layout."""
     from .api import save
+    from .config import OmniConfig
     from .model import OmniModel
 
     torch.manual_seed(seed)
@@ -179,7 +203,7 @@ def run_demo(out_dir: str | None = None, max_new_tokens: int = 16, print_fn=prin
         print_fn(f"decoded (random weights): {text!r}")
         wav_path = None
         if speech is not None:
-            from .speech_io import write_wav
+            from .media.audio import write_wav
 
             wav_path = wav_out or os.path.join(out_dir or os.getcwd(), "omni-demo.wav")
             n = int(speech.audio_lengths[0])

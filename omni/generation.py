@@ -17,35 +17,9 @@ import torch
 
 from .errors import InputError
 from .nn.kv_cache import advance, static_decode_step
-
-MEDIA_KEYS = (
-    "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
-    "input_features", "feature_attention_mask", "use_audio_in_video",
-)
-
-
-@torch.no_grad()
-def reread_reply(thinker, batch: dict, new_tokens: torch.Tensor):
-    """Run the Thinker over prompt + reply with hidden states: what either release's Talker conditions on.
-
-    The last reply token is never fed back to the Thinker while generating, so the re-read stops before it.
-    Returns (Thinker output, prompt attention mask (B, T), the media layout `build_talker_inputs` takes)."""
-    input_ids = batch["input_ids"]
-    mask = batch.get("attention_mask")
-    mask = torch.ones_like(input_ids) if mask is None else mask
-    fed = torch.cat([input_ids, new_tokens.to(input_ids.device)[:, :-1]], 1)
-    fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
-    media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
-    out = thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, logits_to_keep=1, **media)
-    fam = batch.get("feature_attention_mask")
-    layout = dict(
-        image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
-        video_second_per_grid=batch.get("video_second_per_grid"),
-        audio_feature_lengths=fam.sum(-1) if fam is not None else None,
-        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
-    )
-    return out, mask, layout
-
+from .release import release_of
+from .speech import check_can_speak
+from .thinker import MEDIA_KEYS
 
 @dataclass
 class SamplingConfig:
@@ -289,11 +263,11 @@ def _prepare(model, inputs, use_audio_in_video=False):
 
 def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False, speak: bool = False,
              voice: str = "ethan", speech: dict | None = None, **options):
-    """See OmniModel.generate. With `speak=True` the reply is also spoken: Talker codes -> Code2Wav waveform
-    (`speech`: options of omni.speech.SpeechSampling, e.g. {"do_sample": False, "max_frames": 500}); for
-    Qwen2.5-Omni Talker codes -> Token2Wav (`speech`: see omni.speech_qwen2_5.speak, e.g. {"num_steps": 10})."""
+    """See OmniModel.generate. With `speak=True` the reply is also spoken by the release's Talker and vocoder
+    (`Release.spoken_reply`; `speech`: its options, e.g. {"do_sample": False, "max_frames": 500} for Qwen3-Omni,
+    {"num_steps": 10} for Qwen2.5-Omni)."""
     if speak:
-        _speech_module(model).check_can_speak(model, voice)
+        check_can_speak(model, voice)
     batch, tok, conversation = _prepare(model, inputs, use_audio_in_video)
     cfg = _sampling_config(model, tok, options)
     text_of = (lambda ids: tok.decode(ids, skip_special_tokens=True)) if tok is not None else None
@@ -303,21 +277,10 @@ def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False
     texts = [tok.decode(_until_eos(row, cfg), skip_special_tokens=True) for row in tokens.tolist()] if tok else []
     result = Generation(tokens=tokens, text=texts)
     if speak and tokens.shape[1] > 0:
-        codes, result.audio, result.audio_lengths = _speech_module(model).spoken_reply(
+        codes, result.audio, result.audio_lengths = release_of(model).spoken_reply(
             model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids, **_speech_options(speech, cfg))
         result.codes = codes.codes
     return result
-
-
-def _speech_module(model):
-    """The speech side of the model's release."""
-    if model.config.model_type == "qwen2_5_omni":
-        from . import speech_qwen2_5
-
-        return speech_qwen2_5
-    from . import speech
-
-    return speech
 
 
 def _until_eos(row: list[int], cfg: SamplingConfig) -> list[int]:
@@ -347,11 +310,10 @@ def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False,
     """See OmniModel.stream: yields text pieces (str) as the Thinker writes them, then, with `speak=True`,
     waveform chunks (1-D float tensors at 24 kHz) as the Talker produces `audio_chunk_frames` codec frames."""
     if speak:
-        if model.config.model_type == "qwen2_5_omni":
-            raise InputError("streamed speech is implemented for Qwen3-Omni; for Qwen2.5-Omni use "
-                             "generate(..., speak=True), or stream the text with speak=False")
-        from .speech import check_can_speak
-
+        release = release_of(model)
+        if release.stream_speech is None:
+            raise InputError(f"streamed speech is not implemented for {release.name}; use generate(..., speak=True), "
+                             "or stream the text with speak=False")
         check_can_speak(model, voice)
     batch, tok, _ = _prepare(model, inputs, use_audio_in_video)
     if batch["input_ids"].shape[0] != 1:
@@ -366,7 +328,7 @@ def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False,
 
 
 def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, speech, audio_chunk_frames: int):
-    from .tokenizers.text import StreamDecoder
+    from .media.text import StreamDecoder
 
     decoder = StreamDecoder(tok)
     text_of = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
@@ -383,18 +345,5 @@ def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, spe
     if rest:
         yield rest
     if speak and reply:
-        yield from stream_speech(model, batch, reply, voice, _speech_options(speech, cfg), audio_chunk_frames,
-                                 cfg.eos_token_ids)
-
-
-def stream_speech(model, batch: dict, reply: list[int], voice: str = "ethan", speech: dict | None = None,
-                  audio_chunk_frames: int = 8, eos_token_ids=None) -> Iterator[torch.Tensor]:
-    """Speak a finished reply (token ids, one conversation) as waveform chunks (1-D, 24 kHz): the Talker's frames
-    go to the exact streaming Code2Wav decoder `audio_chunk_frames` at a time. `speech`: SpeechSampling options."""
-    from .speech import iter_frames, reply_talker_inputs
-
-    device = batch["input_ids"].device
-    inputs = reply_talker_inputs(model, batch, torch.tensor([reply], device=device), voice, eos_token_ids)
-    frames = (frame[:, :, None] for frame, _ in iter_frames(model.talker, inputs, **(speech or {})))
-    for wav in model.code2wav.stream_decode(frames, chunk_size=audio_chunk_frames):  # (1, 1, n) each
-        yield wav[0, 0]
+        yield from release_of(model).stream_speech(model, batch, reply, voice, _speech_options(speech, cfg),
+                                                   audio_chunk_frames, cfg.eos_token_ids)

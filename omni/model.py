@@ -1,22 +1,20 @@
-"""OmniModel: the components of one release, built from an OmniConfig: Thinker, Talker and a vocoder (Code2Wav for
-Qwen3-Omni, Token2Wav for Qwen2.5-Omni)."""
+"""OmniModel: the components of one release, built from an OmniConfig: Thinker, Talker and the release's vocoder
+(Code2Wav for Qwen3-Omni, Token2Wav for Qwen2.5-Omni). Which classes those are is the release's record
+(omni.release); this module only assembles them."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from .code2wav import Code2Wav
 from .config import OmniConfig
-from .config_qwen2_5 import Qwen25TalkerConfig
 from .errors import ConfigError
-from .talker import Talker
-from .talker_qwen2_5 import Qwen25Talker
+from .release import release_of, vocoders
 from .thinker import Thinker
-from .token2wav import Token2Wav
 
-# code2wav: the Qwen3-Omni vocoder; token2wav: the Qwen2.5-Omni one (a config describes one or the other)
-ALL_COMPONENTS = ("thinker", "talker", "code2wav", "token2wav")
-IMPLEMENTED = ("thinker", "talker", "code2wav", "token2wav")  # grows as components land
+
+def all_components() -> tuple[str, ...]:
+    """Every component name a release can have: thinker, talker, then each release's vocoder."""
+    return ("thinker", "talker", *vocoders())
 
 
 def _described(config: OmniConfig | None, component: str) -> bool:
@@ -25,41 +23,39 @@ def _described(config: OmniConfig | None, component: str) -> bool:
 
 
 def normalize_components(components, config: OmniConfig | None = None) -> tuple[str, ...]:
-    if components is None:  # everything implemented that the config describes
-        return tuple(c for c in IMPLEMENTED if _described(config, c))
+    known = all_components()
+    if components is None:  # everything the config describes
+        return tuple(c for c in known if _described(config, c))
     if isinstance(components, str):
         components = (components,)
     components = tuple(components)
-    unknown = [c for c in components if c not in ALL_COMPONENTS]
+    unknown = [c for c in components if c not in known]
     if unknown:
-        raise ConfigError(f"unknown component(s) {unknown}; choose from {list(ALL_COMPONENTS)}")
+        raise ConfigError(f"unknown component(s) {unknown}; choose from {list(known)}")
     return components
 
 
 class OmniModel(nn.Module):
-    """Every component the config describes (or the requested subset): `.thinker`, `.talker`, `.code2wav` or
-    `.token2wav` (None when not built).
+    """Every component the config describes (or the requested subset): `.thinker`, `.talker`, and the vocoder,
+    `.code2wav` or `.token2wav` (each None when not built).
 
     Under `with torch.device("meta"):` nothing is allocated, so even the 30B model builds instantly.
     """
 
     def __init__(self, config: OmniConfig, components=None):
         super().__init__()
+        release = release_of(config)
         self.config = config
-        self.components = normalize_components(components, config)
-        not_ready = [c for c in self.components if c not in IMPLEMENTED]
-        if not_ready and components is not None:
-            raise ConfigError(f"component(s) {not_ready} are not implemented yet; available: {list(IMPLEMENTED)}")
         # a requested part the config has no section for (e.g. the talker of a thinker-only release) is not built
-        self.components = tuple(c for c in self.components if _described(config, c))
+        self.components = tuple(c for c in normalize_components(components, config) if _described(config, c))
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
         self.talker = None
         if "talker" in self.components:
             config.check_talker_fits_thinker(type(config).__name__)
-            qwen2_5 = isinstance(config.talker_config, Qwen25TalkerConfig)
-            self.talker = (Qwen25Talker if qwen2_5 else Talker)(config.talker_config)
-        self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
-        self.token2wav = Token2Wav(config.token2wav_config) if "token2wav" in self.components else None
+            self.talker = release.talker(config.talker_config)
+        for name in vocoders():
+            built = name == release.vocoder and name in self.components
+            setattr(self, name, release.vocoder_class(getattr(config, f"{name}_config")) if built else None)
         self.speakers = {}  # Qwen2.5 voice presets (name -> Speaker), attached by omni.load from spk_dict.safetensors
         self.processor = None  # attached by omni.load when the checkpoint ships tokenizer files
 
@@ -71,8 +67,8 @@ class OmniModel(nn.Module):
         inputs: a conversation (list of {"role", "content"} messages), a list of conversations, or a batch dict in
             the official processor layout (input_ids, attention_mask, pixel_values, ...).
         Text options: max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty,
-            seed, stop_strings, eos_token_ids, pad_token_id, quiet, use_audio_in_video.
-        Speech: speak=True, voice="ethan" (the config's speaker names), speech={SpeechSampling options}.
+            seed, stop_strings, eos_token_ids, pad_token_id, quiet, use_audio_in_video, compile.
+        Speech: speak=True, voice="ethan" (the model's voices, any case), speech={the release's speech options}.
 
         Returns the new token ids (B, N) (padded after each row's end) for a batch dict; a `Generation` with
         `.tokens` and `.text` for conversations, plus `.audio` (B, 1, samples, 24 kHz), `.audio_lengths` and

@@ -22,7 +22,7 @@ Token layout, as the official processor writes it (`<vs>`/`<ve>` vision start/en
     audio:            <as> <audio>*N <ae>
     audio-in-video:   <vs> <as> (<video>|<audio>)* merged by time <ae> <ve>
 
-Qwen2.5-Omni (`TimeRules` of a Qwen2.5 config) differs in four details: video times are truncated to whole
+Qwen2.5-Omni (its `Release.time_rules`, a `TimeRules` value) differs in four details: video times are truncated to whole
 position units (25 per second); its audio tokens are 40 ms each; audio-in-video is interleaved in *chunks* of
 `seconds_per_chunk` (the video tokens of chunk j, then the audio tokens of chunk j, ...), with the two start
 markers sharing one position and the two end markers another; padding gets position 1 in the multimodal walk.
@@ -37,13 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import TalkerConfig, ThinkerConfig
-from .config_qwen2_5 import Qwen25ThinkerConfig
+from .config import ThinkerConfig
 from .errors import ConfigError, InputError
-
-# A full chunk of 2 * n_window = 100 mel frames leaves the AuT's three stride-2 convolutions as 13 tokens.
-_TOKENS_PER_FULL_CHUNK = 13
-
+from .interleave import interleave_positions_by_chunks, merge_positions_by_time
+from .release import release_of
 
 def text_position_ids(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Text-only prompts: consecutive positions over the real tokens of each row.
@@ -55,40 +52,6 @@ def text_position_ids(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch
     pos = pos.masked_fill(attention_mask == 0, 1)
     delta = pos.max(-1, keepdim=True).values + 1 - attention_mask.sum(-1, keepdim=True)
     return pos[None].expand(3, -1, -1), delta
-
-
-def _check_frame_count(n_frames) -> None:
-    if isinstance(n_frames, torch.Tensor):
-        if n_frames.is_floating_point() or bool((n_frames < 0).any()):
-            raise InputError(f"audio feature lengths must be non-negative integers, got {n_frames.tolist()}")
-    elif not isinstance(n_frames, int) or n_frames < 0:
-        raise InputError(f"audio feature length must be a non-negative integer, got {n_frames!r}")
-
-
-def audio_token_count(n_frames, n_window: int = 50):
-    """Number of audio tokens the AuT encoder makes from `n_frames` mel frames (int or integer tensor).
-
-    The encoder cuts the frames into chunks of 2 * n_window; each full chunk gives 13 tokens and the remainder r
-    gives ceil(ceil(ceil(r / 2) / 2) / 2) (three stride-2 convolutions, each rounding up). E.g. 100 -> 13,
-    250 -> 13 + 13 + 7 = 33.
-    """
-    _check_frame_count(n_frames)
-    chunk = 2 * n_window
-    rest = n_frames % chunk
-    for _ in range(3):  # three stride-2 convs, each ceil(x / 2)
-        rest = (rest + 1) // 2
-    return (n_frames // chunk) * _TOKENS_PER_FULL_CHUNK + rest
-
-
-def pooled_audio_token_count(n_frames):
-    """Number of audio tokens the Qwen2.5-Omni (Whisper-style) encoder makes from `n_frames` mel frames.
-
-    A stride-2 convolution keeps (n - 1) // 2 + 1 steps, then 2x average pooling keeps whole pairs only:
-    100 frames (1 s) -> 50 steps -> 25 tokens; 101 frames -> 51 steps -> 25 tokens. int or integer tensor.
-    """
-    _check_frame_count(n_frames)
-    steps = (n_frames - 1) // 2 + 1
-    return (steps - 2) // 2 + 1
 
 
 def next_position_ids(rope_deltas: torch.Tensor, past_length, num_new: int = 1) -> torch.Tensor:
@@ -105,23 +68,16 @@ def next_position_ids(rope_deltas: torch.Tensor, past_length, num_new: int = 1) 
 
 @dataclass(frozen=True)
 class TimeRules:
-    """The release-specific parts of the position walk (see the module docstring)."""
+    """The release-specific parts of the position walk (see the module docstring): one value per release
+    (`Release.time_rules`); the defaults are Qwen3-Omni's."""
 
     integer_times: bool = False  # truncate video times to whole position units (Qwen2.5)
-    av_chunk: int | None = None  # audio-in-video: interleave in chunks of this many units; None = merge by time
+    av_chunks: bool = False  # audio-in-video: interleave in chunks of seconds_per_chunk (Qwen2.5), else merge by time
     shared_markers: bool = False  # audio-in-video: both start (end) markers at one position (Qwen2.5)
     padding_position: int = 0  # position of padding tokens in the multimodal walk
 
 
 QWEN3_TIME_RULES = TimeRules()
-
-
-def time_rules(cfg) -> TimeRules:
-    """The rules of the release an omni Thinker / Talker config belongs to."""
-    if isinstance(cfg, Qwen25ThinkerConfig):
-        return TimeRules(integer_times=True, av_chunk=int(cfg.position_id_per_seconds * cfg.seconds_per_chunk),
-                         shared_markers=True, padding_position=1)
-    return QWEN3_TIME_RULES
 
 
 @dataclass(frozen=True)
@@ -166,6 +122,7 @@ def rope_index(
     vision_start_token_id: int,
     audio_start_token_id: int,
     position_id_per_seconds: float,
+    seconds_per_chunk: float = 2.0,
     rules: TimeRules = QWEN3_TIME_RULES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TMRoPE position ids of a prompt batch: (position_ids (3, B, T) float32, rope_deltas (B, 1) float32).
@@ -178,7 +135,8 @@ def rope_index(
 
     Like the reference, the multimodal walk runs only when image or video grids are given (possibly empty); without
     them every row gets plain text positions (`text_position_ids`, padding at 1). In the multimodal walk padding
-    positions are `rules.padding_position` (0 for Qwen3-Omni). `rules`: the release's time rules (`time_rules`).
+    positions are `rules.padding_position` (0 for Qwen3-Omni). `rules`: the release's time rules
+    (`Release.time_rules`); `seconds_per_chunk` is their audio-in-video chunk when `rules.av_chunks`.
 
     `use_audio_in_video=False` with a video laid out around its audio track is an error. With it True, a plain
     video (one without audio inside, e.g. a silent clip) is positioned as a plain video (the reference only
@@ -225,7 +183,8 @@ def rope_index(
         if not tokens:
             raise InputError(f"row {b} of the batch has no real tokens (attention_mask is all 0)")
         items = _find_items(tokens, ids, use_audio_in_video, media, cursor, spatial_merge_size, b)
-        pos = _walk(len(tokens), items, spatial_merge_size, position_id_per_seconds, rules)  # (3, n)
+        av_chunk = int(position_id_per_seconds * seconds_per_chunk) if rules.av_chunks else None
+        pos = _walk(len(tokens), items, spatial_merge_size, position_id_per_seconds, rules, av_chunk)  # (3, n)
         position_ids[:, b, mask[b]] = pos
         deltas[b, 0] = pos.max() + 1 - len(tokens)
     for kind, used in cursor.items():
@@ -239,34 +198,36 @@ def rope_index(
 
 def rope_index_from_config(cfg, input_ids, attention_mask=None, *, audio_feature_lengths=None, n_window=None,
                            **media) -> tuple[torch.Tensor, torch.Tensor]:
-    """`rope_index` with token ids, merge size and time scale taken from an omni ThinkerConfig or TalkerConfig.
+    """`rope_index` with token ids, merge size, time scale and time rules taken from a ThinkerConfig or a Talker
+    config of a registered release (omni.release).
 
     media: image_grid_thw, video_grid_thw, video_second_per_grid, audio_seqlens (token counts),
     use_audio_in_video. Instead of audio_seqlens, audio_feature_lengths (mel frames per audio) may be given;
-    they are turned into token counts with `audio_token_count` (n_window from the Thinker's audio config, the
-    release's 50 for the Talker unless given).
+    they are turned into token counts by the release's `audio_token_count`, with n_window from the Thinker's
+    audio config (a Talker config has none: pass the Thinker's).
     """
     if isinstance(cfg, ThinkerConfig):
-        merge = cfg.vision_config.spatial_merge_size
-        window = cfg.audio_config.n_window
-    elif isinstance(cfg, TalkerConfig):
-        merge, window = cfg.spatial_merge_size, 50
+        merge, window = cfg.vision_config.spatial_merge_size, cfg.audio_config.n_window
+    elif hasattr(cfg, "spatial_merge_size") and hasattr(cfg, "position_id_per_seconds"):  # a Talker section
+        merge, window = cfg.spatial_merge_size, None
     else:
         raise ConfigError(f"rope_index_from_config needs a ThinkerConfig or TalkerConfig, got {type(cfg).__name__}")
-    rules = time_rules(cfg)
+    release = release_of(cfg)
     if audio_feature_lengths is not None:
         if media.get("audio_seqlens") is not None:
             raise InputError("give either audio_seqlens (token counts) or audio_feature_lengths (mel frames), not both")
+        window = n_window if n_window is not None else window
+        if window is None:
+            raise InputError("audio_feature_lengths with a Talker config need n_window (the Thinker's "
+                             "audio_config.n_window) to count the audio tokens")
         lengths = torch.as_tensor(audio_feature_lengths).reshape(-1)
-        if isinstance(cfg, Qwen25ThinkerConfig):
-            media["audio_seqlens"] = pooled_audio_token_count(lengths)
-        else:
-            media["audio_seqlens"] = audio_token_count(lengths, n_window if n_window is not None else window)
+        media["audio_seqlens"] = release.audio_token_count(lengths, window)
     return rope_index(
         input_ids, attention_mask, **media, spatial_merge_size=merge, image_token_id=cfg.image_token_id,
         video_token_id=cfg.video_token_id, audio_token_id=cfg.audio_token_id,
         vision_start_token_id=cfg.vision_start_token_id, audio_start_token_id=cfg.audio_start_token_id,
-        position_id_per_seconds=cfg.position_id_per_seconds, rules=rules,
+        position_id_per_seconds=cfg.position_id_per_seconds, seconds_per_chunk=cfg.seconds_per_chunk,
+        rules=release.time_rules,
     )
 
 
@@ -395,56 +356,12 @@ def _vision(start, grid, seconds_per_grid, merge: int, per_second, integer_times
     return torch.stack([tt.reshape(-1), hh.reshape(-1), ww.reshape(-1)]) + start
 
 
-def _merge_by_time(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interleave video (3, V) and audio (3, A) positions by their time row, video first on ties.
-
-    Both runs are already sorted by time, so a stable sort of [video, audio] is exactly the two-way merge.
-    Returns the merged (3, V + A) and its tail: the last stretch that came from one stream only, left over once
-    the other stream ran out. The reference starts the end markers after the tail's largest id, not the block's
-    (they differ when a frame's rows/columns outrun a short audio track), and so do we.
-    """
-    order = torch.argsort(torch.cat([video[0], audio[0]]), stable=True)
-    merged = torch.cat([video, audio], dim=1)[:, order]
-    from_audio = order >= video.shape[1]  # (V + A,) which stream each merged token came from
-    switches = (from_audio != from_audio[-1]).nonzero()
-    tail_start = int(switches[-1]) + 1 if len(switches) else 0
-    return merged, merged[:, tail_start:]
-
-
-def chunk_slices(times: torch.Tensor, units: int, start=0) -> list[slice]:
-    """Cut a time-sorted run into chunks of `units` position units from `start`, as the Qwen2.5 reference does
-    (its processor lays the tokens out by these chunks, its position ids follow them).
-
-    Chunk k closes at the first token at or past (k + 1) * units; one token can close only one chunk, so a jump
-    across several chunk borders leaves one-token chunks behind (kept: the interleaving order depends on them).
-    """
-    out, first, k = [], 0, 1
-    for i, value in enumerate((times - start).tolist()):
-        if value >= k * units:
-            out.append(slice(first, i))
-            first, k = i, k + 1
-    out.append(slice(first, len(times)))
-    return out
-
-
-def _interleave_chunks(video: torch.Tensor, audio: torch.Tensor, units: int, start):
-    """Video chunk 0, audio chunk 0, video chunk 1, ...: (3, V + A) and the last piece taken (the tail)."""
-    video_chunks, audio_chunks = chunk_slices(video[0], units, start), chunk_slices(audio[0], units, start)
-    pieces = []
-    for j in range(max(len(video_chunks), len(audio_chunks))):
-        if j < len(video_chunks):
-            pieces.append(video[:, video_chunks[j]])
-        if j < len(audio_chunks):
-            pieces.append(audio[:, audio_chunks[j]])
-    return torch.cat(pieces, dim=1), pieces[-1]
-
-
 def _markers(start, n: int, shared: bool) -> torch.Tensor:
     """Positions of n start (or end) markers: consecutive, or all at `start` when shared."""
     return _line(start, 1).expand(3, n) if shared else _line(start, n)
 
 
-def _walk(n_tokens: int, items: list[_Item], merge: int, per_second, rules: TimeRules) -> torch.Tensor:
+def _walk(n_tokens: int, items: list[_Item], merge: int, per_second, rules: TimeRules, av_chunk) -> torch.Tensor:
     """Positions (3, n_tokens) of one row's real tokens, given its media items in order."""
     pieces = []
     done = 0  # tokens positioned so far
@@ -460,10 +377,10 @@ def _walk(n_tokens: int, items: list[_Item], merge: int, per_second, rules: Time
             body = tail = _line(start, item.n_audio)
         else:
             body = tail = _vision(start, item.grid, item.seconds, merge, per_second, rules.integer_times)
-            if item.kind == "audio_in_video" and rules.av_chunk:
-                body, tail = _interleave_chunks(body, _line(start, item.n_audio), rules.av_chunk, start)
+            if item.kind == "audio_in_video" and av_chunk:
+                body, tail = interleave_positions_by_chunks(body, _line(start, item.n_audio), av_chunk, start)
             elif item.kind == "audio_in_video":
-                body, tail = _merge_by_time(body, _line(start, item.n_audio))
+                body, tail = merge_positions_by_time(body, _line(start, item.n_audio))
         pieces.append(body)
         pieces.append(_markers(_after(tail), item.markers, rules.shared_markers))  # the end marker(s)
         done = item.end

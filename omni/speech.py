@@ -1,347 +1,139 @@
-"""Speech generation: from the Thinker's finished reply to codec frames, with the Talker and its code predictor.
+"""What speaking a reply means in every release: from the Thinker's finished reply to codec codes.
 
-1. The Talker's input sequence is built from the Thinker's sequence (prompt + reply), its input embeddings and
-   the hidden states of layer `accept_hidden_layer` (`build_talker_inputs`):
+    reread_reply      the Thinker over prompt + reply (all but its last token), with hidden states
+    <release>.speech  build_talker_inputs: the Talker's prompt and the text track it reads while it speaks
+    talker_steps      the Talker's decode loop (below), one step per code (Qwen2.5) or 16-code frame (Qwen3)
+    <release>.speech  spoken_reply: codes -> waveform with the release's vocoder
 
-       user turns   every token of every user turn (system and earlier assistant turns are left out):
-                    hidden_projection(hidden state) at audio/image/video placeholders, text_projection(embedding)
-                    elsewhere; rows with fewer user tokens are left-padded.
-       assistant    9 positions, each the sum of a text track and a codec track:
-                      text   <im_start> assistant \\n  pad pad pad pad  tts_bos  first reply token
-                      codec     0         0      0   nothink think_bos think_eos speaker codec_pad codec_bos
-                    (text entries are text_projection of Thinker embeddings; tts_* are Thinker tokens.)
-       trailing     the rest of the reply, one vector per frame, then tts_eos, then tts_pad for ever.
+The decode loop, with a KV cache:
 
-2. The frame loop (`generate_codes`, or `iter_frames` to stream), with KV caches for the Talker and the code predictor:
+    talker(prompt)                                   -> logits, hidden of the last position
+    step s:  pick(logits, hidden) -> codes, stop     (the release's sampling; a stopped row keeps a filler code)
+             next input = embed(codes) + text track[s]    (the reply's text, one vector per step, then pad)
+             position   = real tokens so far + rope delta (the same on all three M-RoPE rows)
+    ... until every row has stopped, or `max_steps`.
 
-       talker(sequence) -> codec_head -> code 0 (sampled; ids of the top 1024 except codec eos are suppressed)
-       code predictor: [talker hidden, embed(code 0)] -> code 1 -> ... -> code G-1
-       next talker input = sum of the G code embeddings + the next trailing vector
-       ... until code 0 is codec eos, or `max_frames` frames.
-
-The output is `SpeechCodes.codes` (B, num_code_groups, frames), the layout Code2Wav decodes.
+A row whose reply ended early (a Thinker end token inside the batch's reply) says the text-end marker at its own
+end and pads after it (`end_text_track`); voices are looked up by case-insensitive name (`find_voice`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 
-from .config import OmniConfig, TalkerConfig
 from .errors import InputError
-from .generation import SamplingConfig, next_token, reread_reply
-from .positions import next_position_ids, rope_index_from_config, text_position_ids
+from .positions import next_position_ids
+from .release import release_of
+from .thinker import MEDIA_KEYS
 
-_N_SUPPRESSED = 1024  # the top ids of the codec vocabulary are control tokens, never spoken
 
-
-def speaker_id(cfg: TalkerConfig, speaker: str) -> int:
-    """The codec id of a voice, by name (case-insensitive)."""
-    voices = {k.lower(): v for k, v in (cfg.speaker_id or {}).items()}
-    if not isinstance(speaker, str) or speaker.lower() not in voices:
-        raise InputError(f"unknown speaker {speaker!r}; available voices: {sorted(voices) or 'none in config'}")
-    return int(voices[speaker.lower()])
+@dataclass
+class TalkerOutput:
+    logits: torch.Tensor  # (B, T, codec vocab)
+    hidden: torch.Tensor  # (B, T, D) after the final norm (Qwen3-Omni's code predictor starts from it)
+    router_logits: tuple | None = None
 
 
 @dataclass
 class TalkerInputs:
     embeds: torch.Tensor  # (B, T, D) the Talker's prompt
-    attention_mask: torch.Tensor  # (B, T) 0 = left padding of the user part
+    attention_mask: torch.Tensor  # (B, T) 0 = left padding
     position_ids: torch.Tensor  # (3, B, T) M-RoPE ids
     rope_deltas: torch.Tensor  # (B, 1) next position = real tokens so far + delta
-    trailing: torch.Tensor  # (B, N, D) one text vector per frame
-    pad_embed: torch.Tensor  # (B, 1, D) tts_pad, added once the trailing text is used up
+    trailing: torch.Tensor  # (B, N, D) the text track: one vector per decode step
+    pad_embed: torch.Tensor  # (B, 1, D) added once the text track is used up
+
+    def text(self, step: int) -> torch.Tensor:
+        """The text-track vector added to the input after decode step `step`: (B, D)."""
+        return self.trailing[:, step] if step < self.trailing.shape[1] else self.pad_embed[:, 0]
 
 
 @dataclass
 class SpeechCodes:
-    codes: torch.Tensor  # (B, num_code_groups, frames); zeros past a row's length
-    lengths: torch.Tensor  # (B,) frames before each row's codec eos
+    codes: torch.Tensor  # (B, num_code_groups, frames) for Qwen3-Omni, (B, N) for Qwen2.5-Omni
+    lengths: torch.Tensor  # (B,) frames / codes before each row's stop code
 
 
 @torch.no_grad()
-def build_talker_inputs(
-    talker,
-    config: OmniConfig,
-    embed_tokens,
-    input_ids: torch.Tensor,
-    sequences: torch.Tensor,
-    thinker_embeds: torch.Tensor,
-    thinker_hidden: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    speaker: str = "ethan",
-    thinker_eos_token_ids=None,
-    image_grid_thw=None,
-    video_grid_thw=None,
-    video_second_per_grid=None,
-    audio_feature_lengths=None,
-    use_audio_in_video: bool = False,
-) -> TalkerInputs:
-    """Assemble the Talker's prompt from the Thinker's work.
+def reread_reply(thinker, batch: dict, new_tokens: torch.Tensor):
+    """Run the Thinker over prompt + reply with hidden states: what either release's Talker conditions on.
 
-    input_ids (B, P): the prompt, ending with `<im_start>assistant\\n`; attention_mask (B, P) its mask.
-    sequences (B, L): prompt + generated reply (rows that finished early padded after their eos).
-    thinker_embeds / thinker_hidden (B, L', Dt): the Thinker's input embeddings (media features scattered in)
-    and layer `accept_hidden_layer` outputs for the first L' tokens of `sequences` (L' = L - 1 when, as in the
-    reference, the last generated token was never fed back). embed_tokens: the Thinker's token embedding.
-    thinker_eos_token_ids: the reply's end token(s) (default <im_end>); the tts_eos marker goes after it.
-    The media sizes are those of the prompt, for the Talker's TMRoPE positions.
-    """
-    cfg, tk = config, config.talker_config
-    B, P = input_ids.shape
-    if sequences.dim() != 2 or sequences.shape[0] != B or sequences.shape[1] <= P:
-        raise InputError(f"sequences must be (B, > {P}) = prompt + reply, got {tuple(sequences.shape)}")
-    width = tk.thinker_hidden_size
-    if thinker_embeds.shape[-1] != width or thinker_hidden.shape[-1] != width:
-        raise InputError(
-            f"thinker states must be (B, L, {width}) (talker_config.thinker_hidden_size), got "
-            f"{tuple(thinker_embeds.shape)} and {tuple(thinker_hidden.shape)}; pass the Thinker's input embeddings "
-            f"and layer {tk.accept_hidden_layer} outputs"
-        )
-    L = min(thinker_embeds.shape[1], thinker_hidden.shape[1], sequences.shape[1])
-    if L < P:
-        raise InputError(f"thinker states cover {L} tokens, fewer than the {P}-token prompt")
-    device = thinker_embeds.device
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.device)
-    voice = speaker_id(tk, speaker)
-
-    # -- user turns: every position whose latest <im_start> opens a user turn ---------------------------------
-    pos = torch.arange(P, device=input_ids.device).expand(B, -1)
-    starts = torch.where(input_ids == cfg.im_start_token_id, pos, torch.full_like(pos, -1))
-    turn_start = starts.cummax(-1).values.clamp_min(0)
-    role = input_ids.gather(1, (turn_start + 1).clamp_max(P - 1))
-    is_user = (role == cfg.user_token_id) & mask.bool()
-    n_user = is_user.sum(-1)  # (B,)
-    U = int(n_user.max())
-    th = cfg.thinker_config  # placeholders as the Thinker wrote them
-    media = (input_ids == th.audio_token_id) | (input_ids == th.image_token_id) | (input_ids == th.video_token_id)
-    media = media.to(device)  # (B, P): positions read through hidden_projection
-    D = tk.text_config.hidden_size
-    full = thinker_embeds.new_empty(B, P, D)
-    if media.any():
-        full[media] = talker.hidden_projection(thinker_hidden[:, :P][media])
-    full[~media] = talker.text_projection(thinker_embeds[:, :P][~media])
-    # user positions sorted last (offset by P) keep their order and end up right-aligned in the last U columns
-    order = torch.where(is_user, pos + P, pos).argsort(-1)[:, P - U:].to(device)  # (B, U)
-    user_embeds = full.gather(1, order[..., None].expand(-1, -1, D))
-    user_ids = input_ids.to(device).gather(1, order)
-    user_mask = (torch.arange(U, device=device)[None] >= (U - n_user.to(device))[:, None]).long()
-
-    # -- assistant turn: the last <im_start> assistant of the prompt -------------------------------------------
-    header = (input_ids[:, :-1] == cfg.im_start_token_id) & (input_ids[:, 1:] == cfg.assistant_token_id)
-    if not bool(header.any(-1).all()):
-        raise InputError("the prompt has no '<|im_start|>assistant' turn to speak; end it with the generation prompt")
-    last = [int(torch.nonzero(row).flatten()[-1]) for row in header]
-    if len(set(last)) != 1:
-        raise InputError(f"rows start the assistant turn at different positions {last}; left-pad the prompts")
-    a = last[0]
-    if L - a < 4:
-        raise InputError("the Thinker's reply is empty: there is no text to speak")
-    special = torch.tensor([[cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id]], device=device)
-    tts_bos, tts_eos, tts_pad = talker.text_projection(embed_tokens(special)).chunk(3, dim=1)  # 3 x (1, 1, D)
-    reply = talker.text_projection(thinker_embeds[:, a:L])  # (B, L - a, D)
-    text_track = torch.cat([reply[:, :3], tts_pad.expand(B, 4, -1), tts_bos.expand(B, -1, -1), reply[:, 3:4]], 1)
-    codec_ids = torch.tensor(
-        [tk.codec_nothink_id, tk.codec_think_bos_id, tk.codec_think_eos_id, voice, tk.codec_pad_id, tk.codec_bos_id],
-        device=device,
+    The last reply token is never fed back to the Thinker while generating, so the re-read stops before it.
+    Returns (Thinker output, prompt attention mask (B, T), the media layout `build_talker_inputs` takes)."""
+    input_ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    fed = torch.cat([input_ids, new_tokens.to(input_ids.device)[:, :-1]], 1)
+    fed_mask = torch.cat([mask, mask.new_ones(fed.shape[0], fed.shape[1] - mask.shape[1])], 1)
+    media = {k: batch[k] for k in MEDIA_KEYS if batch.get(k) is not None}
+    out = thinker(input_ids=fed, attention_mask=fed_mask, output_hidden_states=True, logits_to_keep=1, **media)
+    fam = batch.get("feature_attention_mask")
+    layout = dict(
+        image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
+        video_second_per_grid=batch.get("video_second_per_grid"),
+        audio_feature_lengths=fam.sum(-1) if fam is not None else None,
+        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
     )
-    codec_track = torch.cat([reply.new_zeros(B, 3, D), talker.codec_embedding(codec_ids).expand(B, -1, -1)], 1)
-    assistant = text_track + codec_track  # (B, 9, D)
-    trailing = torch.cat([reply[:, 4:], tts_eos.expand(B, -1, -1)], 1)  # (B, N, D)
+    return out, mask, layout
 
-    # in a batch, a row whose reply ended early gets its tts_eos right after its own end token, then pads
-    eos_ids = thinker_eos_token_ids if thinker_eos_token_ids is not None else (cfg.im_end_token_id,)
-    reply_ids = sequences[:, P:].to(device)
-    is_eos = torch.isin(reply_ids, torch.as_tensor(eos_ids, device=device).flatten())
+
+def reply_end(reply_ids: torch.Tensor, eos_token_ids) -> torch.Tensor:
+    """Index of each row's first end token in the reply (B, G) -> (B,); G where a row has none."""
     G = reply_ids.shape[1]
-    first_eos = torch.where(is_eos, torch.arange(G, device=device), G).min(-1).values  # (B,)
-    j = torch.arange(trailing.shape[1], device=device)[None]
-    trailing = torch.where((j > first_eos[:, None])[..., None], tts_pad.to(trailing.dtype), trailing)
-    trailing = torch.where((j == first_eos[:, None])[..., None], tts_eos.to(trailing.dtype), trailing)
-
-    # -- the whole prompt and its positions -----------------------------------------------------------------
-    embeds = torch.cat([user_embeds, assistant], 1)
-    ids = torch.cat([user_ids, torch.full((B, assistant.shape[1]), cfg.tts_pad_token_id, device=device)], 1)
-    talker_mask = torch.cat([user_mask, user_mask.new_ones(B, assistant.shape[1])], 1)
-    grids = (image_grid_thw, video_grid_thw)
-    has_media = audio_feature_lengths is not None or any(g is not None and g.numel() > 0 for g in grids)
-    if has_media:
-        position_ids, deltas = rope_index_from_config(
-            tk, ids, talker_mask, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-            video_second_per_grid=video_second_per_grid, audio_feature_lengths=audio_feature_lengths,
-            use_audio_in_video=bool(use_audio_in_video),
-        )
-    else:
-        position_ids, deltas = text_position_ids(talker_mask)
-    return TalkerInputs(embeds, talker_mask, position_ids, deltas, trailing, tts_pad.expand(B, -1, -1))
+    is_eos = torch.isin(reply_ids, torch.as_tensor(eos_token_ids, device=reply_ids.device).reshape(-1))
+    return torch.where(is_eos, torch.arange(G, device=reply_ids.device), G).min(-1).values
 
 
-@dataclass
-class SpeechSampling:
-    """How codes are chosen. Defaults are the reference's: code 0 sampled at temperature 0.9, top-k 50 with a
-    1.05 repetition penalty; codes 1.. sampled with top-k 50, top-p 0.8. `do_sample=False` makes both greedy."""
-
-    max_frames: int = 4095
-    do_sample: bool = True
-    temperature: float = 0.9
-    top_k: int = 50
-    top_p: float = 1.0
-    repetition_penalty: float = 1.05
-    code_do_sample: bool | None = None  # None: same as do_sample
-    code_temperature: float = 1.0
-    code_top_k: int = 50
-    code_top_p: float = 0.8
-    seed: int | None = None
-
-
-def _sampling(options: dict) -> SpeechSampling:
-    names = set(SpeechSampling.__dataclass_fields__)
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise InputError(f"unknown speech option(s) {unknown}; choose from {sorted(names)}")
-    s = SpeechSampling(**options)
-    if not isinstance(s.max_frames, int) or s.max_frames < 1:
-        raise InputError(f"max_frames must be a positive integer, got {s.max_frames!r}")
-    return s
+def end_text_track(track: torch.Tensor, end: torch.Tensor, end_embed: torch.Tensor, pad_embed: torch.Tensor):
+    """The text track (B, N, D) of a batch whose rows end at different steps: row b says `end_embed` at step
+    end[b] and `pad_embed` after it (end[b] >= N leaves the row as it is)."""
+    step = torch.arange(track.shape[1], device=track.device)[None]  # (1, N)
+    track = torch.where((step > end[:, None])[..., None], pad_embed.to(track.dtype), track)
+    return torch.where((step == end[:, None])[..., None], end_embed.to(track.dtype), track)
 
 
 @torch.no_grad()
-def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
-    """Run the frame loop (options: see `SpeechSampling`). Returns codes (B, G, frames) and per-row lengths."""
-    B, G = inputs.embeds.shape[0], talker.cfg.num_code_groups
-    device = inputs.embeds.device
-    frames, lengths = [], torch.zeros(B, dtype=torch.long, device=device)
-    for frame, active in iter_frames(talker, inputs, **options):
-        frames.append(frame.masked_fill(~active[:, None], 0))  # past a row's eos its codes are meaningless
-        lengths += active.long()
-    if not frames:
-        return SpeechCodes(torch.zeros(B, G, 0, dtype=torch.long, device=device), lengths)
-    return SpeechCodes(torch.stack(frames, dim=2), lengths)  # (B, G, F)
-
-
-@torch.no_grad()
-def iter_frames(talker, inputs: TalkerInputs, **options):
-    """The frame loop, one frame at a time (for streaming): yields (codes (B, G), active (B,) bool), where
-    `active` is False for rows that already said codec eos (their codes are filler). Options: `SpeechSampling`."""
-    s = _sampling(options)
-    tk = talker.cfg
-    V, eos = tk.text_config.vocab_size, tk.codec_eos_token_id
-    first = SamplingConfig(max_new_tokens=s.max_frames, do_sample=s.do_sample, temperature=s.temperature,
-                           top_k=s.top_k, top_p=s.top_p)
-    rest = SamplingConfig(do_sample=s.do_sample if s.code_do_sample is None else s.code_do_sample,
-                          temperature=s.code_temperature, top_k=s.code_top_k, top_p=s.code_top_p)
-    first.validate()
-    rest.validate()
-    if not s.repetition_penalty > 0:
-        raise InputError(f"repetition_penalty must be > 0, got {s.repetition_penalty}")
-
+def talker_steps(talker, inputs: TalkerInputs, max_steps: int, pick: Callable, embed: Callable) -> Iterator:
+    """The decode loop (module docstring). pick(logits (B, V), hidden (B, 1, D), step, finished (B,)) ->
+    (codes, stop (B,) bool); embed(codes) -> (B, D). Yields (codes, finished (B,)) after every step, `finished`
+    including the rows that stop at this step; ends once every row has finished, or after `max_steps`."""
     embeds, mask = inputs.embeds, inputs.attention_mask
     B, T, _ = embeds.shape
-    device = embeds.device
-    suppressed = torch.tensor([i for i in range(max(V - _N_SUPPRESSED, 0), V) if i != eos], device=device)
-    generator = torch.Generator(device=device).manual_seed(s.seed) if s.seed is not None else None
-    cache = talker.decoder.new_cache(B, T + s.max_frames)
-    cp_cache = talker.code_predictor.new_cache(B)
+    cache = talker.decoder.new_cache(B, T + max_steps)
     out = talker(embeds, inputs.position_ids, mask, cache)
-    logits, hidden = out.logits[:, -1], out.hidden[:, -1:]  # (B, V), (B, 1, D)
-    seen = torch.empty(B, 0, dtype=torch.long, device=device)  # code 0s so far, for the repetition penalty
-    # The reference exempts a row's first n code 0s from the penalty, n = its left padding in the Talker prompt
-    # (it skips "prompt padding" in a history that holds no prompt); kept so that batched codes match it.
-    exempt = (mask != 0).int().argmax(-1)  # (B,)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    for f in range(s.max_frames):
-        logits = _penalise(logits.float(), seen, exempt, s.repetition_penalty)
-        logits = logits.index_fill(1, suppressed, float("-inf"))
-        code0 = next_token(logits, seen, first, f, generator)
-        code0 = torch.where(finished, torch.full_like(code0, eos), code0)  # finished rows keep saying eos
-        seen = torch.cat([seen, code0[:, None]], 1)
-        finished = finished | (code0 == eos)
-        if bool(finished.all()):
+    finished = torch.zeros(B, dtype=torch.bool, device=embeds.device)
+    for step in range(max_steps):
+        codes, stop = pick(out.logits[:, -1], out.hidden[:, -1:], step, finished)
+        finished = finished | stop
+        yield codes, finished
+        if bool(finished.all()) or step == max_steps - 1:
             return
-        frame = _predict_rest(talker, hidden, code0, rest, cp_cache, generator)  # (B, G)
-        yield frame, ~finished
-        if f == s.max_frames - 1:
-            return
-        text = inputs.trailing[:, f] if f < inputs.trailing.shape[1] else inputs.pad_embed[:, 0]
-        x = (talker.frame_embedding(frame) + text)[:, None]  # (B, 1, D)
+        x = (embed(codes) + inputs.text(step))[:, None]  # (B, 1, D)
         position_ids = next_position_ids(inputs.rope_deltas, mask.sum(-1, keepdim=True))
         mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
         out = talker(x, position_ids, mask, cache)
-        logits, hidden = out.logits[:, -1], out.hidden[:, -1:]
 
 
-def _penalise(logits, seen, exempt, penalty: float) -> torch.Tensor:
-    """Repetition penalty over the code 0s seen so far (B, n), skipping each row's first `exempt` (B,) of them:
-    positive logits are divided by `penalty`, negative ones multiplied."""
-    if penalty == 1.0 or seen.shape[1] == 0:
-        return logits
-    counted = torch.arange(seen.shape[1], device=seen.device)[None] >= exempt[:, None]
-    hit = torch.zeros(logits.shape[0], logits.shape[1] + 1, dtype=torch.bool, device=logits.device)
-    hit.scatter_(1, seen.masked_fill(~counted, logits.shape[1]), True)  # exempt ones land in a spare column
-    hit = hit[:, :-1]
-    return torch.where(hit, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+def find_voice(voices: dict | None, voice, no_voices_hint: str = ""):
+    """A voice by name, case-insensitive ("Chelsie", "chelsie"): whatever the release keeps per voice."""
+    by_name = {str(name).lower(): v for name, v in (voices or {}).items()}
+    if not by_name and no_voices_hint:
+        raise InputError(f"this model has no voices: {no_voices_hint}")
+    if not isinstance(voice, str) or voice.lower() not in by_name:
+        raise InputError(f"unknown voice {voice!r}; available voices: {sorted(by_name) or 'none in config'}")
+    return by_name[voice.lower()]
 
 
-def _predict_rest(talker, hidden, code0, cfg: SamplingConfig, cache, generator) -> torch.Tensor:
-    """Codes 1..G-1 of a frame from the Talker's hidden state (B, 1, D) and code 0 (B,) -> frame (B, G)."""
-    cp = talker.code_predictor
-    cache.reset()  # positions restart at 0 for every frame
-    h = torch.cat([hidden, talker.codec_embedding(code0)[:, None]], 1)  # (B, 2, D)
-    codes = [code0]
-    none_seen = code0.new_empty(code0.shape[0], 0)
-    for k in range(1, talker.cfg.num_code_groups):
-        y = cp(h, cache)[:, -1]  # (B, D)
-        code = next_token(cp.logits(k, y), none_seen, cfg, k - 1, generator)
-        codes.append(code)
-        h = cp.embed(k, code)[:, None]
-    return torch.stack(codes, 1)
-
-
-@torch.no_grad()
-def speak(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", thinker_eos_token_ids=None,
-          **options) -> SpeechCodes:
-    """Codes for the Thinker's reply: batch = the prompt batch (processor layout) the reply was generated from,
-    new_tokens (B, N) the reply (e.g. from omni.generation.generate_tokens). Options: see `SpeechSampling`."""
-    inputs = reply_talker_inputs(model, batch, new_tokens, speaker, thinker_eos_token_ids)
-    return generate_codes(model.talker, inputs, **options)
-
-
-def check_can_speak(model, speaker: str) -> None:
-    """Fail before any generation work if speech cannot be produced (missing parts, unknown voice)."""
-    missing = [c for c in ("thinker", "talker", "code2wav") if getattr(model, c, None) is None]
+def check_can_speak(model, voice):
+    """Fail before any generation work if speech cannot be produced (missing parts, unknown voice); returns the
+    voice (what the release keeps for it)."""
+    release = release_of(model)
+    parts = ("thinker", "talker", release.vocoder)
+    missing = [c for c in parts if getattr(model, c, None) is None]
     if missing:
-        raise InputError(f"speech needs the thinker, talker and code2wav; this model was loaded without {missing} "
-                         "(load with components=('thinker', 'talker', 'code2wav'), the default)")
-    speaker_id(model.config.talker_config, speaker)
-
-
-@torch.no_grad()
-def reply_talker_inputs(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan",
-                        thinker_eos_token_ids=None) -> TalkerInputs:
-    """The Talker's prompt for a finished Thinker reply (see `speak`); feed it to `generate_codes`/`iter_frames`."""
-    if model.talker is None or model.thinker is None:
-        raise InputError("speech needs both the thinker and the talker; load with components=('thinker', 'talker')")
-    out, mask, layout = reread_reply(model.thinker, batch, new_tokens)
-    input_ids = batch["input_ids"]
-    sequences = torch.cat([input_ids, new_tokens.to(input_ids.device)], 1)
-    layer = model.config.talker_config.accept_hidden_layer
-    return build_talker_inputs(
-        model.talker, model.config, model.thinker.embed_tokens, input_ids, sequences, out.hidden_states[0],
-        out.hidden_states[layer], mask, speaker, thinker_eos_token_ids, **layout,
-    )
-
-
-@torch.no_grad()
-def spoken_reply(model, batch: dict, new_tokens: torch.Tensor, speaker: str = "ethan", thinker_eos_token_ids=None,
-                 **options) -> tuple[SpeechCodes, torch.Tensor, torch.Tensor]:
-    """`speak`, then Code2Wav: (codes, waveforms (B, 1, S) silent past each row's speech, their lengths (B,))."""
-    codes = speak(model, batch, new_tokens, speaker, thinker_eos_token_ids, **options)
-    c2w, lengths = model.code2wav, codes.lengths
-    samples = torch.tensor([c2w.chunked_length(int(n)) for n in lengths], device=lengths.device)
-    if codes.codes.shape[-1] == 0:
-        empty = torch.zeros(len(lengths), 1, 0, dtype=c2w.code_embedding.weight.dtype, device=lengths.device)
-        return codes, empty, samples
-    wav = c2w.chunked_decode(codes.codes)  # the reference's long-form decode (chunks with left context)
-    keep = torch.arange(wav.shape[-1], device=wav.device)[None, None] < samples[:, None, None]
-    return codes, wav * keep, samples
+        raise InputError(f"speech needs the {', '.join(parts[:-1])} and {parts[-1]}; this model was loaded without "
+                         f"{missing} (load with components={parts}, the default)")
+    return find_voice(release.voices(model), voice, release.no_voices_hint)

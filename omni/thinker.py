@@ -1,9 +1,12 @@
 """The Thinker: modality tokenizers feeding one decoder that writes text (MoE in Qwen3-Omni, dense in Qwen2.5-Omni).
 
     input_ids ──embed──┐
-    pixel_values ──VisionTokenizer──► scattered into the image/video placeholder positions (+ deepstack)
-    input_features ──AudioTokenizer──► scattered into the audio placeholder positions
+    pixel_values ──vision tower──► scattered into the image/video placeholder positions (+ deepstack)
+    input_features ──audio tower──► scattered into the audio placeholder positions
                        └──► Decoder (M-RoPE positions) ──► lm_head ──► logits
+
+The two towers are the release's (its `Release.vision` / `.audio`, built from the config's sections); the rest is
+the same code for every release.
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ThinkerConfig
-from .config_qwen2_5 import Qwen25ThinkerConfig
 from .errors import InputError
 from .nn import Decoder
 from .nn.linear import Linear
 from .nn.moe import load_balancing_loss
 from .positions import rope_index_from_config
-from .tokenizers.audio import AudioTokenizer
-from .tokenizers.audio_qwen2_5 import Qwen25AudioTokenizer
-from .tokenizers.vision import VisionTokenizer
-from .tokenizers.vision_qwen2_5 import Qwen25VisionTokenizer
+from .release import release_of
+
+# The media keys of the official processor's batch (besides input_ids and attention_mask), as the Thinker takes them.
+MEDIA_KEYS = (
+    "pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid",
+    "input_features", "feature_attention_mask", "use_audio_in_video",
+)
 
 
 @dataclass
@@ -52,9 +57,9 @@ class Thinker(nn.Module):
         self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
         self.decoder = Decoder(t)
         self.lm_head = Linear(t.hidden_size, t.vocab_size, bias=False)
-        qwen2_5 = isinstance(cfg, Qwen25ThinkerConfig)  # the release decides the encoders; the rest is shared
-        self.vision = (Qwen25VisionTokenizer if qwen2_5 else VisionTokenizer)(cfg.vision_config)
-        self.audio = (Qwen25AudioTokenizer if qwen2_5 else AudioTokenizer)(cfg.audio_config)
+        release = release_of(cfg)  # the release decides the encoders; the rest is shared
+        self.vision = release.vision(cfg.vision_config)
+        self.audio = release.audio(cfg.audio_config)
 
     # -- inputs -> embeddings ---------------------------------------------------------------------------------
 

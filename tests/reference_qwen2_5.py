@@ -58,6 +58,6 @@ def reference_and_tower(directory, tower_class, part: str):
 
     ref = build_reference(directory)
     cfg = getattr(OmniConfig.from_pretrained(directory).thinker, f"{part}_config")
-    from omni.checkpoints.qwen2_5_omni import KEY_MAP
+    from omni.models.qwen2_5_omni.weights import KEY_MAP
 
     return ref.thinker, load_part(directory, tower_class(cfg), f"thinker.{part}.", KEY_MAP)

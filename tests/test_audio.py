@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import omni
-from omni.config import AudioConfig
+from omni.models.qwen3_omni.config import Qwen3AudioConfig as AudioConfig
 from omni.errors import ConfigError, InputError
-from omni.tokenizers.audio import AudioTokenizer, audio_token_count
+from omni.models.qwen3_omni.audio import AudioTokenizer, audio_token_count
 
 from reference import build_reference
 
@@ -151,7 +151,7 @@ def test_end_to_end_from_waveforms(tmp_path):
     """Waveforms -> omni log-mel -> omni tower equals WhisperFeatureExtractor -> reference tower (128 mel bins)."""
     from transformers import WhisperFeatureExtractor
 
-    from omni.tokenizers.audio_features import log_mel_features
+    from omni.media.audio import log_mel_features
 
     ref = build_reference(tmp_path, seed=1, audio={"num_mel_bins": 128}).thinker
     tower = omni.load(tmp_path, components=("thinker",), quiet=True).thinker.audio.eval()

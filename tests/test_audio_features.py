@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omni.errors import MediaError
-from omni.tokenizers.audio_features import load_audio, log_mel_features, mel_filters, resample
+from omni.media.audio import load_audio, log_mel_features, mel_filters, resample
 
 SR = 16000
 

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 import omni
 from omni.checkpoints import shard_patterns
-from omni.checkpoints.qwen3_omni import KEY_MAP
+from omni.models.qwen3_omni.weights import KEY_MAP
 from omni.errors import CheckpointError
 
 from reference import build_reference

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import omni
-from omni.code2wav import Code2Wav
-from omni.config import Code2WavConfig, OmniConfig
+from omni.models.qwen3_omni.code2wav import Code2Wav
+from omni.config import OmniConfig
+from omni.models.qwen3_omni.config import Code2WavConfig
 from omni.errors import InputError
 
 from reference import CODE2WAV, build_reference
@@ -125,7 +126,7 @@ def test_release_layout_on_meta():
     from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeCode2WavConfig
     from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeCode2Wav
 
-    from omni.checkpoints.qwen3_omni import KEY_MAP
+    from omni.models.qwen3_omni.weights import KEY_MAP
 
     cfg = OmniConfig.from_name("qwen3-omni-30b-a3b").code2wav_config
     with torch.device("meta"):

@@ -33,7 +33,7 @@ def test_transcribe_audio_and_image_batch(tmp_path):
     from PIL import Image
 
     from omni.demo import synthetic_media
-    from omni.speech_io import write_wav
+    from omni.media.audio import write_wav
 
     image, audio, _ = synthetic_media()
     Image.fromarray(image).save(tmp_path / "picture.png")

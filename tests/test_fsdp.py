@@ -37,7 +37,7 @@ def optimizer(model):
 
 def micro_batch(step: int, rank: int):
     """Text plus one 64x64 image in the first row (4 tokens after the 2x2 merge), so the vision blocks train too."""
-    from omni.config import TINY_TOKEN_IDS
+    from omni.demo import TINY_TOKEN_IDS
 
     media = TINY_TOKEN_IDS["media"]
     g = torch.Generator().manual_seed(1000 * step + rank)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from omni.errors import MediaError
-from omni.tokenizers.image import num_vision_tokens, preprocess_images, smart_resize
+from omni.media.image import num_vision_tokens, preprocess_images, smart_resize
 
 transformers = pytest.importorskip("transformers")
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (  # noqa: E402

@@ -9,10 +9,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omni.config import TalkerConfig, ThinkerConfig
+from omni.models.qwen3_omni.audio import audio_token_count
+from omni.models.qwen3_omni.config import Qwen3TalkerConfig as TalkerConfig
+from omni.models.qwen3_omni.config import Qwen3ThinkerConfig as ThinkerConfig
 from omni.errors import ConfigError, InputError
 from omni.positions import (
-    audio_token_count,
     next_position_ids,
     rope_index,
     rope_index_from_config,

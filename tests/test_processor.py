@@ -24,8 +24,9 @@ import pytest
 import torch
 
 from omni.errors import InputError
-from omni.processor import Processor, interleave_video_audio
-from omni.tokenizers.chat import BUILTIN_TEMPLATE
+from omni.interleave import interleave_tokens_by_time as interleave_video_audio
+from omni.media.processor import Processor
+from omni.media.chat import BUILTIN_TEMPLATE
 
 MERGE, PATCH = 2, 16
 IMAGE_SIZE = {"shortest_edge": 32 * 32, "longest_edge": 32 * 32 * 64}
@@ -244,7 +245,7 @@ def test_messages_path_matches_reference_apply_chat_template(processor, qwen_tok
 
 
 def _given_videos(processor, videos):
-    from omni.tokenizers.video import preprocess_videos
+    from omni.media.video import preprocess_videos
 
     out = preprocess_videos([v for vs in videos for v in vs], **processor.video_options)
     return {k: out[k] for k in ("pixel_values_videos", "video_grid_thw")}
@@ -321,7 +322,7 @@ def test_video_with_and_without_its_audio(processor, qwen_tokenizer_dir, use_aud
 def test_text_path_with_video_audio_equals_messages_path(processor):
     convs = _conversations(audio=True, video=True, video_audio=True)
     images, videos, audio, sources = _media(convs)
-    from omni.tokenizers.chat import render_chat
+    from omni.media.chat import render_chat
 
     texts = [render_chat(c, processor.chat_template) for c in convs]
     standalone = [a for a, s in zip(audio, sources) if s is None]

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from omni.config import OmniConfig
 from omni.errors import MediaError
-from omni.positions import audio_token_count
-from omni.tokenizers.chat import BUILTIN_TEMPLATE, render_chat
-from omni.tokenizers.image import MAX_ASPECT_RATIO, smart_resize
+from omni.models.qwen3_omni.audio import audio_token_count
+from omni.media.chat import BUILTIN_TEMPLATE, render_chat
+from omni.media.image import MAX_ASPECT_RATIO, smart_resize
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=10, deadline=None,
@@ -90,7 +90,7 @@ def test_audio_token_count_equals_the_reference(frames):
 @pytest.fixture(scope="module")
 def tiny_processor(tmp_path_factory):
     from omni.demo import tiny_tokenizer_files
-    from omni.processor import Processor
+    from omni.media.processor import Processor
 
     d = tmp_path_factory.mktemp("tok")
     OmniConfig.from_name("tiny").save_pretrained(d)

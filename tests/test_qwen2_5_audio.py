@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from omni.errors import InputError
-from omni.positions import pooled_audio_token_count
-from omni.tokenizers.audio_qwen2_5 import Qwen25AudioTokenizer
+from omni.models.qwen2_5_omni.audio import pooled_audio_token_count
+from omni.models.qwen2_5_omni.audio import Qwen25AudioTokenizer
 
 from reference_qwen2_5 import reference_and_tower
 

@@ -4,17 +4,18 @@ import json
 
 import pytest
 
-from omni.checkpoints.io import component_of, release_of
-from omni.checkpoints.qwen2_5_omni import KEY_MAP
+from omni.checkpoints.io import component_of
 from omni.config import OmniConfig
-from omni.config_qwen2_5 import (
-    QWEN2_5_PRESETS,
+from omni.models.qwen2_5_omni.config import PRESETS as QWEN2_5_PRESETS
+from omni.models.qwen2_5_omni.config import (
     Qwen25OmniConfig,
     Qwen25TextConfig,
     Qwen25ThinkerConfig,
     Qwen25VisionConfig,
 )
 from omni.errors import ConfigError
+from omni.models.qwen2_5_omni.weights import KEY_MAP
+from omni.release import release_of
 
 from reference_qwen2_5 import build_reference
 
@@ -52,11 +53,11 @@ def test_release_numbers():
     assert (th.audio_token_id, th.image_token_id, th.video_token_id, th.audio_start_token_id,
             th.vision_start_token_id, th.position_id_per_seconds) == (151646, 151655, 151656, 151647, 151652, 25)
     assert th.audio_config.n_window == 100
-    tk = big.talker_config  # typed by omni.talker_qwen2_5's section
+    tk = big.talker_config  # typed by omni.models.qwen2_5_omni.talker's section
     assert (tk.hidden_size, tk.num_attention_heads, tk.head_dim, tk.embedding_size, tk.vocab_size) == (
         896, 12, 128, 3584, 8448)
     assert small.talker_config.embedding_size == 2048 and small.talker_config.head_dim == 64
-    dit = big.token2wav_config.dit_config  # typed by omni.token2wav; the reference defaults are the release's
+    dit = big.token2wav_config.dit_config  # typed by omni.models.qwen2_5_omni.token2wav; the reference defaults are the release's
     assert (dit.hidden_size, dit.num_hidden_layers, dit.num_attention_heads) == (1024, 22, 16)
     # the Qwen3 release still parses as before
     q3 = OmniConfig.from_name("qwen3-omni-30b-a3b").thinker.text_config
@@ -95,9 +96,9 @@ def test_release_is_picked_by_model_type():
 
     h = Holder()
     h.config = OmniConfig.from_name("tiny-qwen2.5")
-    assert release_of(h).KEY_MAP is KEY_MAP
+    assert release_of(h).weights.key_map is KEY_MAP
     h.config = OmniConfig.from_name("tiny")
-    assert release_of(h).KEY_MAP is not KEY_MAP
+    assert release_of(h).weights.key_map is not KEY_MAP
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-omni-7b", "qwen2.5-omni-3b"])
@@ -110,7 +111,7 @@ def test_full_size_thinker_matches_the_reference_on_meta(name):
 
     from omni.model import OmniModel
 
-    from omni.talker_qwen2_5 import Qwen25Talker
+    from omni.models.qwen2_5_omni.talker import Qwen25Talker
 
     d = copy.deepcopy(QWEN2_5_PRESETS[name])
     d.pop("model_type")

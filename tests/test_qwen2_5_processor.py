@@ -11,11 +11,14 @@ import torch
 
 from omni.config import OmniConfig
 from omni.demo import synthetic_media, tiny_tokenizer_files
-from omni.positions import pooled_audio_token_count, rope_index_from_config
-from omni.processor import QWEN2_5_MEDIA_DEFAULTS, Processor, interleave_video_audio_chunks
-from omni.tokenizers.audio_features import log_mel_features
-from omni.tokenizers.image import preprocess_images
-from omni.tokenizers.text import TextTokenizer
+from omni.models.qwen2_5_omni.audio import pooled_audio_token_count
+from omni.positions import rope_index_from_config
+from omni.interleave import interleave_tokens_by_chunks as interleave_video_audio_chunks
+from omni.media.processor import Processor
+from omni.models.qwen2_5_omni.config import MEDIA_DEFAULTS as QWEN2_5_MEDIA_DEFAULTS
+from omni.media.audio import log_mel_features
+from omni.media.image import preprocess_images
+from omni.media.text import TextTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import omni
-from omni.config_qwen2_5 import Qwen25ThinkerConfig
-from omni.positions import pooled_audio_token_count
+from omni.models.qwen2_5_omni.config import Qwen25ThinkerConfig
+from omni.models.qwen2_5_omni.audio import pooled_audio_token_count
 
 from reference_qwen2_5 import IDS, build_reference
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from omni.errors import ConfigError, InputError
-from omni.tokenizers.vision_qwen2_5 import Qwen25VisionTokenizer, window_order
+from omni.models.qwen2_5_omni.vision import Qwen25VisionTokenizer, window_order
 
 from reference_qwen2_5 import reference_and_tower
 

@@ -172,7 +172,7 @@ def test_metadata_patterns_name_no_code_or_pickles():
     "{{ cycler.__init__.__globals__.os.system('echo pwned') }}",
 ])
 def test_hostile_chat_template_is_refused(template):
-    from omni.tokenizers.chat import render_chat
+    from omni.media.chat import render_chat
 
     with pytest.raises(ConfigError, match="unsafe operation.*trusted one"):
         render_chat([{"role": "user", "content": "hi"}], template)

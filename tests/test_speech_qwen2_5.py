@@ -11,9 +11,9 @@ import torch
 
 import omni
 from omni.errors import InputError
-from omni.speech_qwen2_5 import speak
-from omni.talker_qwen2_5 import Qwen25Talker
-from omni.token2wav import Token2Wav, save_speakers
+from omni.models.qwen2_5_omni.speech import spoken_reply as speak
+from omni.models.qwen2_5_omni.talker import Qwen25Talker
+from omni.models.qwen2_5_omni.token2wav import Token2Wav, save_speakers
 
 from test_talker_qwen2_5 import TALKER, build_pair
 

@@ -31,7 +31,7 @@ def test_held_out_voices_and_speeds_are_never_trained_on():
 
 @pytest.mark.slow
 def test_spoken_digits_learns(tmp_path):
-    pytest.importorskip("omni.tokenizers.audio_features", reason="the audio tokenizer has not landed")
+    pytest.importorskip("omni.media.audio", reason="the audio tokenizer has not landed")
     T = example()
     # 1-2 digit strings, many small steps (batch 16 learned faster per CPU second than batch 32 here). About 100
     # CPU seconds, seeded end to end; one thread: on a busy machine two OpenMP threads wait on each other

@@ -12,7 +12,7 @@ import torch
 
 import omni
 from omni.errors import InputError
-from omni.speech import build_talker_inputs, generate_codes, speaker_id
+from omni.models.qwen3_omni.speech import build_talker_inputs, generate_codes, speaker_id
 
 from reference import randomise, tiny_config_dict
 
@@ -202,9 +202,9 @@ def test_prompt_without_assistant_turn_and_bad_options(pair):
     with pytest.raises(InputError, match="thinker_hidden_size"):
         build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states[..., :8],
                             states)
-    with pytest.raises(InputError, match="unknown speaker"):
+    with pytest.raises(InputError, match="unknown voice"):
         build_talker_inputs(model.talker, model.config, ref.thinker.get_input_embeddings(), ids, seq, states, states,
-                            speaker="nobody")
+                            voice="nobody")
     with pytest.raises(InputError, match="unknown speech option"):
         generate_codes(model.talker, inputs, max_new_tokens=3)
     with pytest.raises(InputError, match="max_frames"):
@@ -255,7 +255,7 @@ def test_speech_codes_match_reference_batch_sampled_rows_end_apart(pair):
 
 def test_speak_with_the_omni_thinker_matches_reference(tmp_path):
     # Thinker states recomputed by omni's own Thinker (through omni.load) instead of taken from the reference
-    from omni.speech import speak
+    from omni.models.qwen3_omni.speech import speak
 
     ref = _build(tmp_path)
     model = omni.load(tmp_path, components=("thinker", "talker"), quiet=True)
@@ -271,7 +271,7 @@ def test_talker_full_size_matches_reference_parameters():
     from transformers import Qwen3OmniMoeConfig
     from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as ref_mod
 
-    from omni.checkpoints.qwen3_omni import KEY_MAP
+    from omni.models.qwen3_omni.weights import KEY_MAP
 
     cfg = omni.OmniConfig.from_name("qwen3-omni-30b-a3b")
     with torch.device("meta"):
@@ -286,7 +286,7 @@ def test_talker_full_size_matches_reference_parameters():
 
 
 def test_speak_with_the_omni_thinker_audio_and_image_prompt(tmp_path):
-    from omni.speech import speak
+    from omni.models.qwen3_omni.speech import speak
 
     ref = _build(tmp_path)
     ref.config.talker_config.audio_config = ref.config.thinker_config.audio_config  # reference needs it (see notes)

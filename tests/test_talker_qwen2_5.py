@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from omni.checkpoints.qwen2_5_omni import KEY_MAP
-from omni.config_qwen2_5 import Qwen25ThinkerConfig
+from omni.models.qwen2_5_omni.weights import KEY_MAP
+from omni.models.qwen2_5_omni.config import Qwen25ThinkerConfig
 from omni.errors import ConfigError, InputError
-from omni.talker_qwen2_5 import Qwen25Talker, Qwen25TalkerConfig, build_talker_inputs, generate_codes
-from omni.token2wav import Speaker, Token2Wav, Token2WavConfig
+from omni.models.qwen2_5_omni.config import Qwen25TalkerConfig
+from omni.models.qwen2_5_omni.speech import build_talker_inputs, generate_codes
+from omni.models.qwen2_5_omni.talker import Qwen25Talker
+from omni.models.qwen2_5_omni.token2wav import Speaker, Token2Wav, Token2WavConfig
 
 from reference import randomise
 from reference_qwen2_5 import IDS, is_centred, thinker_config_dict

@@ -13,8 +13,8 @@ import shutil
 import pytest
 
 from omni.errors import ConfigError, InputError
-from omni.tokenizers.chat import BUILTIN_TEMPLATE, load_chat_template, render_chat
-from omni.tokenizers.text import SPECIAL_TOKENS, StreamDecoder, TextTokenizer
+from omni.media.chat import BUILTIN_TEMPLATE, load_chat_template, render_chat
+from omni.media.text import SPECIAL_TOKENS, StreamDecoder, TextTokenizer
 
 TEXTS = [
     "Hello world",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omni.checkpoints.qwen2_5_omni import KEY_MAP
+from omni.models.qwen2_5_omni.weights import KEY_MAP
 from omni.errors import ConfigError, InputError
 from omni.errors import CheckpointError
-from omni.token2wav import DiT, BigVGAN, Speaker, Token2Wav, Token2WavConfig, load_speakers, save_speakers
+from omni.models.qwen2_5_omni.token2wav import DiT, BigVGAN, Speaker, Token2Wav, Token2WavConfig, load_speakers, save_speakers
 
 DIT = dict(
     hidden_size=32, num_hidden_layers=4, num_attention_heads=2, head_dim=16, ff_mult=2, emb_dim=16,

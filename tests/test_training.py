@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import omni
-from omni.checkpoints.qwen3_omni import KEY_MAP
+from omni.models.qwen3_omni.weights import KEY_MAP
 from omni.errors import InputError
 from omni.training import freeze, set_gradient_checkpointing, trainable_parameters
 
@@ -150,7 +150,7 @@ def test_gradients_match_reference(pair, checkpointing):
 def media_batch(kind: str, seed=0):
     """Two right-padded rows, each with one image (grids 1x4x4 and 1x4x6 -> 4 and 6 tokens) or one clip of
     16-bin log-mel frames (100 and 160 frames -> 13 and 20 tokens)."""
-    from omni.positions import audio_token_count
+    from omni.models.qwen3_omni.audio import audio_token_count
 
     g = torch.Generator().manual_seed(seed)
     if kind == "image":

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from omni.errors import InputError, MediaError
-from omni.tokenizers.image import preprocess_images, smart_resize
-from omni.tokenizers.video import preprocess_videos, sample_indices
+from omni.media.image import preprocess_images, smart_resize
+from omni.media.video import preprocess_videos, sample_indices
 
 av = pytest.importorskip("av")
 

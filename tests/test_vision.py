@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from omni.checkpoints.qwen3_omni import KEY_MAP
-from omni.config import OmniConfig, VisionConfig
+from omni.models.qwen3_omni.weights import KEY_MAP
+from omni.config import OmniConfig
+from omni.models.qwen3_omni.config import Qwen3VisionConfig as VisionConfig
 from omni.errors import ConfigError, InputError
-from omni.tokenizers.image import preprocess_images
-from omni.tokenizers.vision import VisionTokenizer
+from omni.media.image import preprocess_images
+from omni.models.qwen3_omni.vision import VisionTokenizer
 
 from reference import build_reference, load_part
 

@@ -6,7 +6,7 @@ Python objects):
 
     python docs/examples/convert_speakers.py /path/to/Qwen2.5-Omni-7B
 
-This writes `spk_dict.safetensors` next to it, which `omni.token2wav.load_speakers(dir)` reads.
+This writes `spk_dict.safetensors` next to it, which `omni.models.qwen2_5_omni.token2wav.load_speakers(dir)` reads.
 """
 
 import os
@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from omni.token2wav import save_speakers
+from omni.models.qwen2_5_omni.token2wav import save_speakers
 
 
 def main(checkpoint_dir: str) -> None:

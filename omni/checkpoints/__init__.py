@@ -1,4 +1,5 @@
-"""Official checkpoints: key maps per release, safetensors loading and saving, hub download."""
+"""Official checkpoints: the key-map engine (each release's table is its models/<release>/weights.py), safetensors
+loading and saving, hub download."""
 
 from .hub import resolve, shard_patterns
 from .io import load_state, official_state_dict, save_state, weight_map

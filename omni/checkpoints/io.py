@@ -16,11 +16,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import CheckpointError
-from . import qwen2_5_omni, qwen3_omni
-
-# The key table of each release, picked by the config's `model_type`.
-RELEASES = {"qwen3_omni_moe": qwen3_omni, "qwen2_5_omni": qwen2_5_omni}
+from ..errors import CheckpointError, ConfigError
+from ..release import release_of, releases
 
 INDEX_NAME = "model.safetensors.index.json"
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"}  # safetensors dtype names
@@ -87,18 +84,18 @@ def _open(path: str):
         raise CheckpointError(f"cannot read {path}: {e} (truncated or corrupt file? re-download it)") from None
 
 
-def release_of(model: nn.Module):
-    """The key-table module of the release `model` was built for (Qwen3-Omni for a model without a config)."""
-    model_type = getattr(getattr(model, "config", None), "model_type", "qwen3_omni_moe")
-    if model_type not in RELEASES:
-        raise CheckpointError(f"no key table for model_type {model_type!r}; known: {sorted(RELEASES)}")
-    return RELEASES[model_type]
+def weights_of(model: nn.Module):
+    """The checkpoint layout (omni.checkpoints.keymap.Weights) of the release `model` was built for."""
+    try:
+        return release_of(model).weights
+    except ConfigError as e:
+        raise CheckpointError(f"no key table for this model: {e}") from None
 
 
 def component_of(key: str) -> str | None:
     """The component an official key belongs to; the releases' top-level prefixes never clash."""
-    for release in RELEASES.values():
-        for comp, prefixes in release.COMPONENT_PREFIXES.items():
+    for release in releases().values():
+        for comp, prefixes in release.weights.components.items():
             if key.startswith(prefixes):
                 return comp
     return None
@@ -139,7 +136,7 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
     Tensors of components not in `components` are skipped, and shards holding only such tensors are never
     opened. Missing, unexpected and wrongly-shaped tensors are collected and reported in one CheckpointError.
     """
-    release = release_of(model)
+    weights = weights_of(model)
     wm = weight_map(directory)
     by_file: dict[str, list[str]] = defaultdict(list)
     unexpected, wrong_shape, wrong_dtype = [], [], []
@@ -165,9 +162,9 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
             for key in by_file[file]:
                 if key not in present:
                     raise CheckpointError(f"{file} does not contain {key!r} although the index says so")
-                if key.endswith(release.IGNORED_SUFFIXES):
+                if key.endswith(weights.ignored_suffixes):
                     continue
-                m = release.KEY_MAP.to_omni(key)
+                m = weights.key_map.to_omni(key)
                 mod, attr, param = _get_param(model, m.name) if m else (None, None, None)
                 if mod is None:
                     unexpected.append(key)
@@ -255,7 +252,7 @@ def _parse_size(size) -> int:
 
 def official_state_dict(model: nn.Module):
     """Yield (official key, tensor) for every parameter of `model`, per-expert tensors split out again."""
-    key_map = release_of(model).KEY_MAP
+    key_map = weights_of(model).key_map
     for name, p in model.named_parameters():
         keys = key_map.to_official(name, p.shape[0] if key_map.is_stacked(name) else 0)
         if keys is None:

@@ -70,12 +70,45 @@ class KeyMap:
         return any(stacked and rx.match(name) for _, _, _, rx, stacked in self.rows)
 
 
-def release_table(decoders: dict[str, str], decoder_layer: dict[str, str], *parts: dict[str, str]) -> dict[str, str]:
-    """One release's whole table: every decoder-layer row under every decoder prefix, then the other parts."""
-    table = {}
-    for off_prefix, omni_prefix in decoders.items():
-        for off, omni in decoder_layer.items():
-            table[off_prefix + off] = omni_prefix + omni
-    for part in parts:
-        table.update(part)
-    return table
+def under(prefixes: dict[str, str], rows: dict[str, str]) -> dict[str, str]:
+    """Every row of a block's table under every (official prefix -> omni prefix) pair: one decoder-layer table
+    serves the Thinker, the Talker and the code predictor."""
+    return {off_prefix + off: omni_prefix + omni for off_prefix, omni_prefix in prefixes.items()
+            for off, omni in rows.items()}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What the loader needs of one release's checkpoint layout (its `weights.py` builds it)."""
+
+    key_map: KeyMap
+    components: dict  # component name -> the official key prefixes it owns (`components=` and hub shard picking)
+    ignored_suffixes: tuple = ()  # keys that may be stored but carry nothing omni needs (recomputed buffers)
+
+
+# The blocks every release shares, named the same way on disk and in omni; each release table puts them under its
+# own prefixes (`under`). Official suffix -> omni suffix.
+
+DECODER_LAYER = {  # one Qwen decoder layer (omni.nn.decoder.DecoderLayer)
+    "input_layernorm.weight": "attn_norm.weight",
+    **{f"self_attn.{p}_proj.{t}": f"attn.{p}_proj.{t}" for p in "qkvo" for t in ("weight", "bias")},
+    "self_attn.q_norm.weight": "attn.q_norm.weight",
+    "self_attn.k_norm.weight": "attn.k_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    # dense SwiGLU layers
+    **{f"mlp.{p}_proj.weight": f"ffn.{p}_proj.weight" for p in ("gate", "up", "down")},
+    # MoE layers: router, stacked experts, optional shared expert (Qwen3-Omni Talker)
+    "mlp.gate.weight": "ffn.router.weight",
+    **{f"mlp.experts.{{}}.{p}_proj.weight": f"ffn.experts.{p}_proj" for p in ("gate", "up", "down")},
+    **{f"mlp.shared_expert.{p}_proj.weight": f"ffn.shared_expert.{p}_proj.weight" for p in ("gate", "up", "down")},
+    "mlp.shared_expert_gate.weight": "ffn.shared_expert_gate.weight",
+}
+
+AUDIO_ENCODER_LAYER = {  # one Whisper-style audio encoder layer (omni.nn.audio_encoder.AudioLayer)
+    "self_attn_layer_norm.{*}": "attn_norm.{*}",
+    **{f"self_attn.{p}_proj.{{*}}": f"attn.{p}_proj.{{*}}" for p in "qkv"},
+    "self_attn.out_proj.{*}": "attn.o_proj.{*}",
+    "final_layer_norm.{*}": "mlp_norm.{*}",
+    "fc1.{*}": "mlp.fc1.{*}",
+    "fc2.{*}": "mlp.fc2.{*}",
+}

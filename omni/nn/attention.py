@@ -1,6 +1,8 @@
-"""Self-attention shared by every decoder (Thinker, Talker, code predictor, Code2Wav) and the masks it uses.
+"""Attention: the decoders' self-attention (Thinker, Talker, code predictor, Code2Wav) and the masks it uses, and
+the packed-token attention of the encoders (vision and audio towers), which attend inside segments of their rows.
 
-Shapes: B batch, T query tokens, S key tokens, H query heads, K kv heads, Dh head dim.
+Letters as in omni/nn/__init__.py: B batch, T query tokens, S key tokens, H query heads, K kv heads, Dh head dim,
+N packed rows.
 """
 
 from __future__ import annotations
@@ -64,6 +66,51 @@ def causal_mask(
         mask = mask & attention_mask[:, None, None, :kv_len].bool()
         mask = mask | ~mask.any(-1, keepdim=True)
     return mask
+
+
+def segment_groups(lengths, device=None) -> list[tuple[slice | torch.Tensor, int, int]]:
+    """Segments of `lengths` rows lying back to back in a packed (N, ...) tensor, grouped by length for
+    `packed_attention`: [(rows, n, l)], n segments of l rows each; `rows` is a slice when those n segments are
+    contiguous (a whole video, a clip's full windows), else an index of their n * l rows.
+
+    E.g. lengths [4, 4, 4, 2, 4] -> [(index of rows 0-11 and 14-17, 4, 4), (slice(12, 14), 1, 2)].
+    """
+    starts: dict[int, list[int]] = {}
+    at = 0
+    for n in (lengths.tolist() if torch.is_tensor(lengths) else lengths):
+        starts.setdefault(int(n), []).append(at)
+        at += int(n)
+    groups = []
+    for length, first in starts.items():
+        n = len(first)
+        if first[-1] - first[0] == (n - 1) * length:  # back to back: a view, no gather
+            groups.append((slice(first[0], first[0] + n * length), n, length))
+        else:
+            rows = torch.tensor(first, device=device)[:, None] + torch.arange(length, device=device)
+            groups.append((rows.flatten(), n, length))
+    return groups
+
+
+def packed_attention(q, k, v, groups, cos=None, sin=None) -> torch.Tensor:
+    """Full (non-causal) attention inside segments of packed rows: q, k, v (N, H, Dh) -> (N, H, Dh).
+
+    groups: from `segment_groups`. Each group of equal-length segments is one batched SDPA call: no padded rows,
+    no mask (variable-length attention by grouping equal lengths). No row attends outside its own segment.
+    cos, sin (N, Dh): a rotary embedding for q and k (the vision towers'), applied in fp32 as the reference does.
+    """
+    N, H, Dh = q.shape
+    if cos is not None:
+        q = apply_rope(q.float(), cos, sin).to(v.dtype)
+        k = apply_rope(k.float(), cos, sin).to(v.dtype)
+    if len(groups) == 1 and isinstance(groups[0][0], slice) and groups[0][0] == slice(0, N):  # one group covers everything: no copy back
+        _, n, l = groups[0]
+        out = sdpa(*(t.view(n, l, H, Dh).transpose(1, 2) for t in (q, k, v)))
+        return out.transpose(1, 2).reshape(N, H, Dh)
+    out = torch.empty_like(q)
+    for rows, n, l in groups:
+        o = sdpa(*(t[rows].view(n, l, H, Dh).transpose(1, 2) for t in (q, k, v)))  # (n, H, l, Dh)
+        out[rows] = o.transpose(1, 2).reshape(n * l, H, Dh)
+    return out
 
 
 class Attention(nn.Module):

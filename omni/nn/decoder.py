@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import TextConfig
 from .attention import Attention, causal_mask
+from .checkpointing import call_block
 from .kv_cache import DecoderCache, KVCache
 from .mlp import SwiGLU
 from .moe import MoE
@@ -112,12 +113,7 @@ class Decoder(nn.Module):
         router_logits = []
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            if self.gradient_checkpointing and self.training:
-                h, logits = torch.utils.checkpoint.checkpoint(
-                    layer, h, cos, sin, mask, layer_cache, use_reentrant=False
-                )
-            else:
-                h, logits = layer(h, cos, sin, mask, layer_cache)
+            h, logits = call_block(self, layer, h, cos, sin, mask, layer_cache)
             if logits is not None:
                 router_logits.append(logits)
             if states is not None:

@@ -1,4 +1,4 @@
-"""Rotary position embeddings: 1-D, and the multimodal 3-D variant (M-RoPE / TMRoPE).
+"""Rotary position embeddings: 1-D, the multimodal 3-D variant (M-RoPE / TMRoPE), and the vision towers' 2-D one.
 
 Every token carries three position ids (temporal, height, width); for text they are equal, which makes M-RoPE
 ordinary 1-D RoPE. Each of the head_dim/2 frequency slots reads one of the three ids. Which one is the
@@ -71,3 +71,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """x: (B, H, T, Dh); cos/sin: (B, T, Dh), or (T, Dh) for packed (varlen) inputs with x (T, H, Dh)."""
     cos, sin = cos[:, None], sin[:, None]  # broadcast over the head axis in both layouts
     return x * cos + rotate_half(x) * sin
+
+
+class VisionRotary(nn.Module):
+    """2-D rotary angles: head_dim/4 frequencies read the patch row, the next head_dim/4 the patch column.
+
+    The head_dim/2 angles [rows..., cols...] are duplicated to head_dim and applied rotate-half style.
+    """
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", torch.empty(head_dim // 4), persistent=False)
+        self.init_buffers()
+
+    def init_buffers(self):
+        """(Re)compute the frequency table, e.g. after a meta-device build."""
+        device = None if self.inv_freq.is_meta else self.inv_freq.device
+        self.inv_freq = rope_inv_freq(self.head_dim // 2, self.theta).to(device)
+
+    def forward(self, rows: torch.Tensor, cols: torch.Tensor):  # (N,), (N,) -> cos, sin (N, head_dim) fp32
+        freqs = torch.cat((rows[:, None].float() * self.inv_freq, cols[:, None].float() * self.inv_freq), dim=-1)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()

@@ -74,8 +74,8 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def roots(model: nn.Module) -> list[nn.Module]:
-    """The component modules whose forward is called (OmniModel itself has none): thinker, talker, code2wav."""
-    comps = [getattr(model, n, None) for n in ("thinker", "talker", "code2wav")]
+    """The component modules whose forward is called (OmniModel itself has none): thinker, talker, vocoder."""
+    comps = [getattr(model, n, None) for n in getattr(model, "components", ())]
     comps = [c for c in comps if isinstance(c, nn.Module)]
     return comps or [model]
 

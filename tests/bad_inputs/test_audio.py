@@ -10,8 +10,8 @@ import torch
 
 import omni
 from omni.errors import InputError, MediaError
-from omni.positions import audio_token_count
-from omni.tokenizers.audio_features import SAMPLE_RATE, load_audio, log_mel_features
+from omni.models.qwen3_omni.audio import audio_token_count
+from omni.media.audio import SAMPLE_RATE, load_audio, log_mel_features
 
 from .conftest import peak_rss_growth
 

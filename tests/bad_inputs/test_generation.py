@@ -8,7 +8,7 @@ import torch
 
 import omni
 from omni.errors import InputError
-from omni.speech import speak
+from omni.models.qwen3_omni.speech import speak
 
 from .conftest import assert_healthy_generation
 
@@ -43,7 +43,7 @@ CASES = [  # (id, generate kwargs or a callable(model), message fragments)
     ("negative top_k", dict(top_k=-5), ["top_k must be >= 0"]),
     ("zero repetition penalty", dict(repetition_penalty=0.0), ["repetition_penalty must be > 0"]),
     ("unknown option", dict(max_tokens=5), ["unknown generation option(s) ['max_tokens']", "max_new_tokens"]),
-    ("unknown voice", dict(speak=True, voice="bob"), ["unknown speaker 'bob'", "['aiden', 'chelsie', 'ethan']"]),
+    ("unknown voice", dict(speak=True, voice="bob"), ["unknown voice 'bob'", "['aiden', 'chelsie', 'ethan']"]),
     ("unknown speech option", dict(speak=True, speech={"frames": 3}), ["unknown speech option(s) ['frames']"]),
     ("prompt longer than the context", lambda m: m.generate({"input_ids": _ones(CONTEXT + 5)}, max_new_tokens=0),
      [f"prompt ({CONTEXT + 5} tokens)", f"context of {CONTEXT}"]),
@@ -72,9 +72,9 @@ def test_unknown_voice_through_speak(tiny_model):
     batch = tiny_model.processor(HELLO)
     reply = tiny_model.generate(batch, max_new_tokens=3)
     voices = r"\['aiden', 'chelsie', 'ethan'\]"
-    with pytest.raises(InputError, match=r"unknown speaker 'Nobody'; available voices: " + voices):
-        speak(tiny_model, batch, reply, speaker="Nobody")
-    codes = speak(tiny_model, batch, reply, speaker="Chelsie", do_sample=False, max_frames=2)  # names: any case
+    with pytest.raises(InputError, match=r"unknown voice 'Nobody'; available voices: " + voices):
+        speak(tiny_model, batch, reply, voice="Nobody")
+    codes = speak(tiny_model, batch, reply, voice="Chelsie", do_sample=False, max_frames=2)  # names: any case
     assert codes.codes.shape[:2] == (1, tiny_model.config.talker_config.num_code_groups)
 
 

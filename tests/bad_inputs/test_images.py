@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from omni.errors import MediaError
-from omni.tokenizers.image import MAX_PIXELS, preprocess_images, smart_resize
+from omni.media.image import MAX_PIXELS, preprocess_images, smart_resize
 
 from .conftest import peak_rss_growth
 

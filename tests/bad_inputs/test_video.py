@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from omni.errors import InputError, MediaError
-from omni.tokenizers.video import preprocess_videos
+from omni.media.video import preprocess_videos
 
 
 def _write_video(path, frames: int, size: int = 64, rate: int = 4) -> str:

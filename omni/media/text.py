@@ -116,7 +116,7 @@ class TextTokenizer:
 
     ``tokenizer.encode("hi") -> [ids]``, ``tokenizer.decode(ids, skip_special_tokens=True) -> str``,
     ``tokenizer.token_id("audio_pad")`` (a `SPECIAL_TOKENS` name or any token string),
-    ``tokenizer.apply_chat_template(messages)`` (see `omni.tokenizers.chat`).
+    ``tokenizer.apply_chat_template(messages)`` (see `omni.media.chat`).
     """
 
     def __init__(self, backend, *, eos_token: str = "<|endoftext|>", pad_token: str = "<|endoftext|>",

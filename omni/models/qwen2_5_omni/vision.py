@@ -1,7 +1,7 @@
 """The Qwen2.5-Omni vision tokenizer (a Qwen2.5-VL-style tower): image / video patches -> Thinker-width embeddings.
 
-Same input as the Qwen3-Omni tower (`omni.tokenizers.image` / `.video`: one row per patch cube, patches of each
-frame in merge-block order, `grid_thw` per item), same patch embedding, 2-D rotary and merger idea; what differs:
+Input: patch rows in merge-block order and `grid_thw` per item (omni.nn.patches); the same patch embedding, 2-D
+rotary and merger as Qwen3-Omni's tower. What differs:
 
     pixels (N, C*T*P*P) ──patch_embed (bias-free)──► (N, D)      no absolute position table
     reorder the m x m merge groups into *window order*: each frame's merged grid is tiled into windows of
@@ -23,20 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config_qwen2_5 import Qwen25VisionConfig
-from ..errors import ConfigError
-from ..nn.mlp import SwiGLU
-from ..nn.norm import RMSNorm
-from .vision import (
-    DEFAULT_ROPE_THETA,
-    PatchEmbed,
-    PatchMerger,
-    VisionRotary,
-    check_pixels,
-    merge_block_order,
-    runs,
-    segment_attention,
-)
+from ...errors import ConfigError
+from ...nn.attention import packed_attention, segment_groups
+from ...nn.checkpointing import call_block
+from ...nn.mlp import SwiGLU
+from ...nn.norm import RMSNorm
+from ...nn.patches import PatchEmbed, PatchMerger, check_pixels, merge_block_order, vision_rotary
+from .config import Qwen25VisionConfig
 
 
 class Qwen25VisionAttention(nn.Module):
@@ -50,10 +43,10 @@ class Qwen25VisionAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: list[tuple[int, int]]):
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: list) -> torch.Tensor:
         N, _ = x.shape
         q, k, v = (p(x).view(N, self.n_heads, self.head_dim) for p in (self.q, self.k, self.v))  # (N, H, Dh)
-        return self.proj(segment_attention(q, k, v, cos, sin, segments))
+        return self.proj(packed_attention(q, k, v, groups, cos, sin).reshape(N, -1))
 
 
 class Qwen25VisionBlock(nn.Module):
@@ -64,8 +57,8 @@ class Qwen25VisionBlock(nn.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, 1e-6)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, bias=True)
 
-    def forward(self, x, cos, sin, segments):
-        x = x + self.attn(self.attn_norm(x), cos, sin, segments)
+    def forward(self, x, cos, sin, groups):
+        x = x + self.attn(self.attn_norm(x), cos, sin, groups)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -94,10 +87,6 @@ class Qwen25VisionTokenizer(nn.Module):
         bad = [i for i in cfg.fullatt_block_indexes if not 0 <= i < cfg.depth]
         if bad:
             raise ConfigError(f"vision_config.fullatt_block_indexes {bad} are outside 0..depth-1 (depth {cfg.depth})")
-        head_dim = cfg.hidden_size // cfg.num_heads
-        if head_dim % 4:
-            raise ConfigError(f"vision head_dim ({head_dim}) must be a multiple of 4 for the 2-D rotary embedding")
-        rope = cfg.extra.get("rope_parameters") or {}
         self.cfg, self.merge = cfg, cfg.spatial_merge_size
         self.patch_dim = cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size ** 2
         self.window_side = cfg.window_size // cfg.patch_size // cfg.spatial_merge_size  # merged tokens
@@ -105,7 +94,7 @@ class Qwen25VisionTokenizer(nn.Module):
 
         self.patch_embed = PatchEmbed(cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.hidden_size,
                                       bias=False)
-        self.rotary = VisionRotary(head_dim, float(rope.get("rope_theta", DEFAULT_ROPE_THETA)))
+        self.rotary = vision_rotary(cfg)
         self.blocks = nn.ModuleList(Qwen25VisionBlock(cfg) for _ in range(cfg.depth))
         self.gradient_checkpointing = False  # recompute each block in the backward pass (omni.training)
         self.merger = PatchMerger(cfg.hidden_size, self.merge, cfg.out_hidden_size, norm_after_concat=False,
@@ -135,12 +124,8 @@ class Qwen25VisionTokenizer(nn.Module):
             return a.view(-1, unit, a.shape[-1])[order].view(a.shape)
 
         x, cos, sin = to_windows(x), to_windows(cos), to_windows(sin)
-        in_windows, in_frames = runs(windows), runs(frames)
+        in_windows, in_frames = segment_groups(windows, device), segment_groups(frames, device)
         for i, block in enumerate(self.blocks):
-            segments = in_frames if i in self.full_attention else in_windows
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, segments, use_reentrant=False)
-            else:
-                x = block(x, cos, sin, segments)
+            x = call_block(self, block, x, cos, sin, in_frames if i in self.full_attention else in_windows)
         merged = self.merger(x)  # (N / m², out) in window order
         return merged[torch.argsort(order)], []

@@ -8,7 +8,7 @@ made in two nested stages:
 
 The Talker reads the Thinker through two resizing MLPs (Thinker width -> Talker width):
 `text_projection` for token embeddings and `hidden_projection` for hidden states at media positions (see
-omni.speech for how the input sequence is assembled and for the frame loop).
+speech.py for how the input sequence is assembled and omni.speech for the decode loop).
 
 Code k of a frame is embedded by the Talker's `codec_embedding` for k = 0 and by the code predictor's
 `codec_embedding[k - 1]` for k >= 1; the next Talker input is the sum of those G embeddings.
@@ -16,35 +16,15 @@ Code k of a frame is embedded by the Talker's `codec_embedding` for k = 0 and by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .config import TalkerConfig, TextConfig
-from .errors import ConfigError
-from .nn import Decoder, DecoderCache
-from .nn.linear import Linear
-
-
-class ResizeMLP(nn.Module):
-    """fc2(silu(fc1(x))): moves Thinker vectors (thinker_hidden_size) into the Talker's width."""
-
-    def __init__(self, dim_in: int, hidden: int, dim_out: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim_in, hidden, bias=True)
-        self.fc2 = nn.Linear(hidden, dim_out, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(x)))
-
-
-@dataclass
-class TalkerOutput:
-    logits: torch.Tensor  # (B, T, codec vocab)
-    hidden: torch.Tensor  # (B, T, D) after the final norm: what the code predictor starts from
-    router_logits: tuple | None = None
+from ...errors import ConfigError
+from ...nn import Decoder, DecoderCache
+from ...nn.linear import Linear
+from ...nn.mlp import MLP
+from ...speech import TalkerOutput
+from .config import Qwen3TalkerConfig, Qwen3TextConfig
 
 
 class CodePredictor(nn.Module):
@@ -54,7 +34,7 @@ class CodePredictor(nn.Module):
     (k >= 1) goes through `lm_heads[k - 1]` to give code k. Positions restart at 0 for every frame.
     """
 
-    def __init__(self, cfg: TextConfig, num_code_groups: int):
+    def __init__(self, cfg: Qwen3TextConfig, num_code_groups: int):
         super().__init__()
         if num_code_groups < 2:
             raise ConfigError(f"talker num_code_groups must be >= 2, got {num_code_groups}")
@@ -84,7 +64,7 @@ class CodePredictor(nn.Module):
 class Talker(nn.Module):
     """Talker decoder (MoE with a sigmoid-gated shared expert, interleaved M-RoPE) + its code predictor."""
 
-    def __init__(self, cfg: TalkerConfig):
+    def __init__(self, cfg: Qwen3TalkerConfig):
         super().__init__()
         self.cfg = cfg
         t = cfg.text_config
@@ -112,9 +92,10 @@ class Talker(nn.Module):
         self.codec_embedding = nn.Embedding(t.vocab_size, t.hidden_size)
         self.decoder = Decoder(t)
         self.codec_head = Linear(t.hidden_size, t.vocab_size, bias=False)
-        # the projection MLPs are `intermediate_size` wide (the Talker has no dense FFN layers of its own)
-        self.text_projection = ResizeMLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size)
-        self.hidden_projection = ResizeMLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size)
+        # fc2(silu(fc1(x))) from the Thinker's width to the Talker's, `intermediate_size` wide (the Talker has no
+        # dense FFN layers of its own)
+        self.text_projection = MLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size, act="silu")
+        self.hidden_projection = MLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size, act="silu")
         self.code_predictor = CodePredictor(cp, cfg.num_code_groups)
 
     def forward(

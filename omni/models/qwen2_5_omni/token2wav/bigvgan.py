@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..code2wav import SnakeBeta
-from ..errors import InputError
-from .config import BigVGANConfig
+from ....errors import InputError
+from ....nn.conv import SnakeBeta
+from ..config import BigVGANConfig
 
 # Decibel range of the DiT's mel as the vocoder was trained on it.
 MIN_DB = -115.0

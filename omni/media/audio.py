@@ -1,8 +1,9 @@
-"""Audio preprocessing for Qwen3-Omni: load any clip as 16 kHz mono float32, then 128-bin log-mel features.
+"""Audio in and out: load any clip as 16 kHz mono float32, make 128-bin log-mel features; write speech as a wav.
 
     load_audio(path | array | tensor) ──decode (soundfile, else PyAV), down-mix, resample──► (N,) float32 @ 16 kHz
     log_mel_features([wave, ...]) ──pad to the longest, centered STFT, Slaney mel, log10──► input_features (B, 128, T)
                                                                                             feature_attention_mask (B, T)
+    write_wav(path, waveform) ──16-bit PCM, standard library `wave`──► a 24 kHz mono .wav (the vocoders' output)
 
 Features are the ones the official processor makes with transformers' WhisperFeatureExtractor (n_fft 400 with a
 periodic Hann window, hop 160, reflect-padded centered STFT, power spectrum, 128 Slaney mel filters over
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import wave as wav_format
 from functools import lru_cache
 
 import numpy as np
@@ -316,3 +318,19 @@ def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None, max_sampl
     owned = torch.clamp((lengths + HOP_LENGTH - 1) // HOP_LENGTH, max=T)  # frames whose start is inside the clip
     mask = (torch.arange(T)[None] < owned[:, None]).to(torch.int32)
     return {"input_features": log, "feature_attention_mask": mask.to(log.device)}
+
+
+SPEECH_SAMPLE_RATE = 24000  # what both releases' vocoders produce
+
+
+def write_wav(path: str | os.PathLike, waveform, sample_rate: int = SPEECH_SAMPLE_RATE) -> None:
+    """waveform: 1-D float samples in [-1, 1] (tensor or array) -> 16-bit PCM mono wav."""
+    if torch.is_tensor(waveform):
+        waveform = waveform.detach().float().cpu().numpy()
+    x = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wav_format.open(os.fspath(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())

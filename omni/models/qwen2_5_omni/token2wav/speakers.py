@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from ....errors import CheckpointError
 
 SPEAKERS_FILE = "spk_dict.safetensors"
 FIELDS = ("bos_token", "cond", "ref_mel")

@@ -1,26 +1,17 @@
 """Qwen2.5-Omni (model_type `qwen2_5_omni`): the official checkpoint key names and their omni counterparts.
 
-The only place that knows the official tensor names of this release; same table format as `qwen3_omni`
-(left: the name on disk, `{}` = layer index, `{*}` = the rest of the key; right: the omni parameter). Rows that
-agree with Qwen3-Omni (decoder layers, embeddings and head, audio encoder layers) are taken from that table, not
-repeated.
+The only place that knows the official tensor names of this release (left: the name on disk, `{}` = layer
+index, `{*}` = the rest of the key; right: the omni parameter). The decoder-layer and audio-layer rows every
+release shares are omni.checkpoints.keymap's DECODER_LAYER / AUDIO_ENCODER_LAYER, placed here by `under`.
 """
 
 from __future__ import annotations
 
-from .keymap import KeyMap, release_table
-from .qwen3_omni import _AUDIO as _QWEN3_AUDIO
-from .qwen3_omni import _DECODER_LAYER as _QWEN3_DECODER_LAYER
-from .qwen3_omni import _THINKER  # embed_tokens, final norm and lm_head are named alike in both releases
-
-# One dense decoder layer: the Qwen3 rows plus the q/k/v biases of Qwen2.5 (its o_proj has none).
-_DECODER_LAYER = {
-    **_QWEN3_DECODER_LAYER,
-    **{f"self_attn.{p}_proj.bias": f"attn.{p}_proj.bias" for p in "qkv"},
-}
+from ...checkpoints.keymap import AUDIO_ENCODER_LAYER, DECODER_LAYER, KeyMap, Weights, under
 
 _DECODERS = {  # official layer prefix -> omni layer prefix
     "thinker.model.layers.{}.": "thinker.decoder.layers.{}.",
+    "talker.model.layers.{}.": "talker.decoder.layers.{}.",
 }
 
 _VISION = {  # thinker.visual -> thinker.vision
@@ -37,8 +28,13 @@ _VISION = {  # thinker.visual -> thinker.vision
     "thinker.visual.merger.mlp.2.{*}": "thinker.vision.merger.fc2.{*}",
 }
 
-_AUDIO = {  # thinker.audio_tower -> thinker.audio; the encoder layers are named as in Qwen3-Omni
-    **{off: omni for off, omni in _QWEN3_AUDIO.items() if ".layers." in off},
+_THINKER = {
+    "thinker.model.embed_tokens.weight": "thinker.embed_tokens.weight",
+    "thinker.model.norm.weight": "thinker.decoder.norm.weight",
+    "thinker.lm_head.weight": "thinker.lm_head.weight",
+}
+
+_AUDIO = {  # thinker.audio_tower -> thinker.audio (its layers: AUDIO_ENCODER_LAYER)
     "thinker.audio_tower.conv1.{*}": "thinker.audio.conv1.{*}",
     "thinker.audio_tower.conv2.{*}": "thinker.audio.conv2.{*}",
     "thinker.audio_tower.ln_post.{*}": "thinker.audio.norm_out.{*}",
@@ -47,10 +43,9 @@ _AUDIO = {  # thinker.audio_tower -> thinker.audio; the encoder layers are named
     "thinker.audio_tower.audio_bos_eos_token.weight": "thinker.audio.audio_bos_eos_token.weight",
 }
 
-_TALKER = {  # omni.talker_qwen2_5.Qwen25Talker; its layers are dense Qwen2.5 decoder layers, as the Thinker's
+_TALKER = {  # omni.models.qwen2_5_omni.talker.Qwen25Talker; its layers are dense decoder layers, as the Thinker's
     "talker.thinker_to_talker_proj.{*}": "talker.thinker_to_talker_proj.{*}",
     "talker.model.embed_tokens.weight": "talker.codec_embedding.weight",  # codec ids, in the Thinker's width
-    **{"talker.model.layers.{}." + off: "talker.decoder.layers.{}." + omni for off, omni in _DECODER_LAYER.items()},
     "talker.model.norm.weight": "talker.decoder.norm.weight",
     "talker.codec_head.weight": "talker.codec_head.weight",
 }
@@ -58,7 +53,7 @@ _TALKER = {  # omni.talker_qwen2_5.Qwen25Talker; its layers are dense Qwen2.5 de
 _DIT = "token2wav.code2wav_dit_model."
 _DIT_BLOCK = _DIT + "transformer_blocks.{}."
 _BIGVGAN = "token2wav.code2wav_bigvgan_model."
-_TOKEN2WAV = {  # token2wav -> token2wav.dit (omni.token2wav.dit) and token2wav.bigvgan (omni.token2wav.bigvgan)
+_TOKEN2WAV = {  # token2wav -> token2wav.dit (token2wav/dit.py) and token2wav.bigvgan (token2wav/bigvgan.py)
     _DIT + "time_embed.time_mlp.0.{*}": "token2wav.dit.time_embed.fc1.{*}",
     _DIT + "time_embed.time_mlp.2.{*}": "token2wav.dit.time_embed.fc2.{*}",
     _DIT + "text_embed.codec_embed.weight": "token2wav.dit.codec_embed.weight",
@@ -81,14 +76,15 @@ _TOKEN2WAV = {  # token2wav -> token2wav.dit (omni.token2wav.dit) and token2wav.
 }
 
 
-KEY_MAP = KeyMap(release_table(_DECODERS, _DECODER_LAYER, _THINKER, _VISION, _AUDIO, _TALKER, _TOKEN2WAV))
+KEY_MAP = KeyMap({
+    **under(_DECODERS, DECODER_LAYER),
+    **under({"thinker.audio_tower.layers.{}.": "thinker.audio.layers.{}."}, AUDIO_ENCODER_LAYER),
+    **_THINKER, **_VISION, **_AUDIO, **_TALKER, **_TOKEN2WAV,
+})
 
-# Keys that may appear in a checkpoint and carry nothing omni needs (recomputed buffers).
-IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_embed.inv_freq", "positional_embedding.positional_embedding")
-
-# Which official key prefixes belong to which omni component (for `components=` and hub shard selection).
-COMPONENT_PREFIXES = {
-    "thinker": ("thinker.",),
-    "talker": ("talker.",),
-    "token2wav": ("token2wav.",),
-}
+WEIGHTS = Weights(
+    KEY_MAP,
+    components={"thinker": ("thinker.",), "talker": ("talker.",), "token2wav": ("token2wav.",)},
+    # recomputed buffers
+    ignored_suffixes=("rotary_emb.inv_freq", "rotary_embed.inv_freq", "positional_embedding.positional_embedding"),
+)

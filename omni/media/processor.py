@@ -13,15 +13,15 @@ Steps, in the order the official Qwen3-Omni processor takes them:
 3. Expand every placeholder to as many copies as its item produces embeddings: an image or a video gives
    t·h·w / merge² tokens, an audio clip `audio_token_count(frames)`. With ``use_audio_in_video=True`` a video's
    own sound track is folded into the video: the single ``<|video_pad|>`` becomes
-   ``<|audio_start|>`` + video and audio placeholders interleaved by time + ``<|audio_end|>`` (see
-   `interleave_video_audio`), so the prompt reads vision_start, audio_start, ..., audio_end, vision_end.
+   ``<|audio_start|>`` + video and audio placeholders interleaved + ``<|audio_end|>`` (omni.interleave), so
+   the prompt reads vision_start, audio_start, ..., audio_end, vision_end.
 4. Tokenise and pad the batch (left for generation, right for training) with attention masks; optionally build
    training labels where everything but the assistant replies is -100.
 
-Qwen2.5-Omni checkpoints (``model_type="qwen2_5_omni"``, read from config.json) differ in the details its official
-processor has: 25 positions per second and 40 ms audio tokens (`pooled_audio_token_count`), audio padded and cut
-to 30 s, a video's sound track interleaved in chunks of ``seconds_per_chunk`` (`interleave_video_audio_chunks`),
-videos assumed at 2 fps when no rate is given, and 14-pixel patches normalised with the CLIP mean / std.
+What differs between releases comes from the release's record (omni.release, picked by ``model_type``): its
+`processor_defaults` (Qwen2.5-Omni: 25 positions per second, audio padded and cut to 30 s, videos assumed at 2 fps
+when no rate is given, 14-pixel patches normalised with the CLIP mean / std), its `audio_token_count` and its
+audio-in-video interleaving rule.
 
 The keys and layouts are those of the official processor: input_ids, attention_mask, pixel_values,
 image_grid_thw, pixel_values_videos, video_grid_thw, video_second_per_grid, input_features,
@@ -31,67 +31,18 @@ feature_attention_mask (media keys only when that medium is present).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 
 import torch
 
-from .errors import ConfigError, InputError
-from .positions import audio_token_count, chunk_slices, pooled_audio_token_count
-from .tokenizers.chat import MEDIA_TYPES, check_chat_template, check_messages, load_chat_template, render_chat
-from .tokenizers.text import TextTokenizer
+from ..errors import ConfigError, InputError
+from ..interleave import interleave_tokens_by_chunks, interleave_tokens_by_time
+from ..release import release_of
+from .chat import MEDIA_TYPES, check_chat_template, check_messages, load_chat_template, render_chat
+from .text import TextTokenizer
 
 IGNORE_INDEX = -100  # label value the loss skips
-
-
-def interleave_video_audio(grid_thw, n_audio: int, seconds_per_grid: float, per_second: float, merge: int,
-                           video: str, audio: str) -> list[str]:
-    """Placeholder order for a video with its sound track: each temporal grid's h·w/merge² video tokens sit at
-    time t·seconds_per_grid·per_second (in position ids), audio token j sits at time j; a video grid goes before
-    an audio token of the same time. Returns the token strings (without the surrounding audio start/end)."""
-    t, h, w = (int(x) for x in grid_thw)
-    per_grid = (h // merge) * (w // merge)
-    out, emitted = [], 0
-    for ti in range(t):
-        start = ti * seconds_per_grid * per_second
-        # audio tokens strictly earlier than this grid's time come first
-        upto = min(n_audio, max(emitted, math.ceil(start)))
-        out += [audio] * (upto - emitted)
-        emitted = upto
-        out += [video] * per_grid
-    out += [audio] * (n_audio - emitted)
-    return out
-
-
-def interleave_video_audio_chunks(grid_thw, n_audio: int, seconds_per_grid: float, per_second: float, merge: int,
-                                  seconds_per_chunk: float, video: str, audio: str) -> list[str]:
-    """Qwen2.5-Omni's placeholder order for a video with its sound track: the video tokens of chunk 0, the audio
-    tokens of chunk 0, then chunk 1, ... (chunks of seconds_per_chunk, cut like the position ids are; see
-    `omni.positions.chunk_slices`). Returns the token strings (without the surrounding audio start/end)."""
-    t, h, w = (int(x) for x in grid_thw)
-    per_grid = (h // merge) * (w // merge)
-    units = int(per_second * seconds_per_chunk)
-    video_times = torch.arange(t, dtype=torch.float64).repeat_interleave(per_grid) * seconds_per_grid * per_second
-    video_chunks = chunk_slices(video_times, units)
-    audio_chunks = chunk_slices(torch.arange(n_audio), units)
-    out = []
-    for j in range(max(len(video_chunks), len(audio_chunks))):
-        if j < len(video_chunks):
-            out += [video] * (video_chunks[j].stop - video_chunks[j].start)
-        if j < len(audio_chunks):
-            out += [audio] * (audio_chunks[j].stop - audio_chunks[j].start)
-    return out
-
-
-# What a Qwen2.5-Omni checkpoint's processor does differently when its files do not say otherwise.
-QWEN2_5_MEDIA_DEFAULTS = {
-    "patch_size": 14,
-    "image_mean": (0.48145466, 0.4578275, 0.40821073),  # CLIP
-    "image_std": (0.26862954, 0.26130258, 0.27577711),
-}
-QWEN2_5_VIDEO_FPS = 2.0  # the official Qwen2.5 processor's rate when none is given
-QWEN2_5_AUDIO_SAMPLES = 30 * 16000  # audio is padded / cut to 30 s
 
 
 def _flat(items, what: str) -> list:
@@ -112,30 +63,35 @@ def _flat(items, what: str) -> list:
 class Processor:
     """Text tokenizer + chat template + image/video/audio preprocessing, with the official placeholder layout.
 
-    Options (defaults are the Qwen3-Omni release's): ``merge_size`` (2x2 patch merge), ``n_window`` (audio chunk
-    half-size in frames), ``position_id_per_seconds`` (13 temporal positions per second, used to interleave a
-    video with its audio), ``video_fps`` (the sampling rate of the given frames; the official processor assumes 1.0
-    when none is given), ``sampling_rate`` (16 kHz audio), and per-modality keyword dicts ``image_options``,
-    ``video_options``, ``audio_options`` handed to the preprocessing functions. ``model_type`` picks the release's
-    rules (``"qwen2_5_omni"``: see the module docstring; ``seconds_per_chunk`` is its interleaving chunk).
+    Options (None: the release's default, `Release.processor_defaults`): ``merge_size`` (2x2 patch merge),
+    ``n_window`` (audio chunk half-size in frames), ``position_id_per_seconds`` (temporal positions per second,
+    used to interleave a video with its audio), ``video_fps`` (the sampling rate of the given frames; the official
+    Qwen3 processor assumes 1.0 when none is given), ``sampling_rate`` (16 kHz audio), and per-modality keyword
+    dicts ``image_options``, ``video_options``, ``audio_options`` handed to the preprocessing functions (on top of
+    the release's). ``model_type`` picks the release; ``seconds_per_chunk`` is the audio-in-video chunk of a
+    release that interleaves by chunks.
     """
 
     def __init__(self, tokenizer: TextTokenizer, *, chat_template: str | None = None, merge_size: int = 2,
-                 n_window: int = 50, position_id_per_seconds: float = 13.0, video_fps: float | None = None,
-                 sampling_rate: int = 16000, image_options: dict | None = None, video_options: dict | None = None,
-                 audio_options: dict | None = None, model_type: str = "qwen3_omni_moe",
-                 seconds_per_chunk: float = 2.0):
+                 n_window: int | None = None, position_id_per_seconds: float | None = None,
+                 video_fps: float | None = None, sampling_rate: int = 16000, image_options: dict | None = None,
+                 video_options: dict | None = None, audio_options: dict | None = None,
+                 model_type: str = "qwen3_omni_moe", seconds_per_chunk: float = 2.0):
         if not isinstance(tokenizer, TextTokenizer):
             raise ConfigError(f"Processor needs an omni TextTokenizer, got {type(tokenizer).__name__}")
-        if model_type not in ("qwen3_omni_moe", "qwen2_5_omni"):
-            raise ConfigError(f"Processor model_type {model_type!r} is not supported; use 'qwen3_omni_moe' or "
-                              "'qwen2_5_omni'")
+        if not isinstance(model_type, str):
+            raise ConfigError(f"Processor model_type must be a config.json model_type string, got {model_type!r}")
+        release = release_of(model_type)
+        defaults = release.processor_defaults
         self.model_type, self.seconds_per_chunk = model_type, seconds_per_chunk
-        if model_type == "qwen2_5_omni":
-            image_options = {**QWEN2_5_MEDIA_DEFAULTS, **(image_options or {})}
-            video_options = {**QWEN2_5_MEDIA_DEFAULTS, **(video_options or {})}
-            audio_options = {"max_samples": QWEN2_5_AUDIO_SAMPLES, **(audio_options or {})}
-            video_fps = QWEN2_5_VIDEO_FPS if video_fps is None else video_fps
+        self.audio_token_count, self.av_chunks = release.audio_token_count, release.time_rules.av_chunks
+        image_options = {**defaults.get("image_options", {}), **(image_options or {})}
+        video_options = {**defaults.get("video_options", {}), **(video_options or {})}
+        audio_options = {**defaults.get("audio_options", {}), **(audio_options or {})}
+        video_fps = defaults.get("video_fps") if video_fps is None else video_fps
+        n_window = defaults["n_window"] if n_window is None else n_window
+        if position_id_per_seconds is None:
+            position_id_per_seconds = defaults["position_id_per_seconds"]
         self.tokenizer = tokenizer
         self.chat_template = chat_template or tokenizer.chat_template
         if self.chat_template:
@@ -172,7 +128,7 @@ class Processor:
                                ("seconds_per_chunk", thinker.get("seconds_per_chunk"))):
                 if value is not None:
                     options[key] = value
-        options.update(_media_options(directory))
+        options.update(_media_module("image").media_options(directory))
         options.update(overrides)
         return cls(tokenizer, **options)
 
@@ -292,13 +248,14 @@ class Processor:
             grid = video_grids[i]
             if ("video", i) not in audio_tokens:
                 return token * (int(grid[0]) * int(grid[1]) * int(grid[2]) // self.merge_size ** 2)
-            if self.model_type == "qwen2_5_omni":
-                pieces = interleave_video_audio_chunks(grid, audio_tokens[("video", i)], float(seconds[i]),
-                                                       self.position_id_per_seconds, self.merge_size,
-                                                       self.seconds_per_chunk, token, self.audio_token)
+            if self.av_chunks:
+                pieces = interleave_tokens_by_chunks(grid, audio_tokens[("video", i)], float(seconds[i]),
+                                                     self.position_id_per_seconds, self.merge_size,
+                                                     self.seconds_per_chunk, token, self.audio_token)
             else:
-                pieces = interleave_video_audio(grid, audio_tokens[("video", i)], float(seconds[i]),
-                                                self.position_id_per_seconds, self.merge_size, token, self.audio_token)
+                pieces = interleave_tokens_by_time(grid, audio_tokens[("video", i)], float(seconds[i]),
+                                                   self.position_id_per_seconds, self.merge_size, token,
+                                                   self.audio_token)
             return self.audio_start + "".join(pieces) + self.audio_end
 
         return [self._placeholder.sub(replace, t) for t in texts]
@@ -344,7 +301,7 @@ class Processor:
                 labels[k] = ids[k]
         return labels
 
-    # ------------------------------------------------------------------ media (omni.tokenizers.image/video/audio)
+    # ------------------------------------------------------------------ media (omni.media.image / video / audio)
     def _images(self, images, batch) -> list[int]:
         if not images:
             return []
@@ -369,13 +326,11 @@ class Processor:
     def _audio(self, waves, batch) -> list[int]:
         if not waves:
             return []
-        feats = _media_module("audio_features")
+        feats = _media_module("audio")
         out = feats.log_mel_features([self._waveform(w, feats) for w in waves], **self.audio_options)
         batch["input_features"], batch["feature_attention_mask"] = out["input_features"], out["feature_attention_mask"]
         frames = out["feature_attention_mask"].sum(-1).long()
-        if self.model_type == "qwen2_5_omni":
-            return [int(n) for n in pooled_audio_token_count(frames)]
-        return [int(n) for n in audio_token_count(frames, self.n_window)]
+        return [int(n) for n in self.audio_token_count(frames, self.n_window)]
 
     def _waveform(self, wave, feats):
         """Files and (array, rate) pairs are decoded / resampled to 16 kHz; bare arrays are at `sampling_rate`."""
@@ -387,7 +342,7 @@ class Processor:
 
     def _audio_of_video(self, video):
         if isinstance(video, (str, os.PathLike)):
-            feats = _media_module("audio_features")
+            feats = _media_module("audio")
             return feats.load_audio(video, sr=feats.SAMPLE_RATE)
         raise InputError("use_audio_in_video needs each video's sound track: pass the video as a file path, or give "
                          "the waveform with the item ({'type': 'video', 'video': frames, 'audio': waveform}) or as "
@@ -402,51 +357,9 @@ def _media_module(name: str):
     import importlib
 
     try:
-        return importlib.import_module(f"omni.tokenizers.{name}")
+        return importlib.import_module(f"omni.media.{name}")
     except ModuleNotFoundError as e:
-        if e.name != f"omni.tokenizers.{name}":
+        if e.name != f"omni.media.{name}":
             raise
-        kind = {"image": "images", "video": "videos", "audio_features": "audio"}[name]
-        raise InputError(f"{kind} are not supported in this build: omni.tokenizers.{name} is not available") from None
-
-
-
-# preprocessor_config.json keys each media function takes. Video pixel bounds are deliberately absent: the
-# official processor always overrides them with its own per-frame bounds (the defaults of preprocess_videos).
-_IMAGE_KEYS = ("patch_size", "merge_size", "temporal_patch_size", "min_pixels", "max_pixels", "image_mean",
-               "image_std")
-_VIDEO_KEYS = ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std")
-
-
-def _media_options(directory: str) -> dict:
-    """image_options / video_options from preprocessor_config.json (+ video_preprocessor_config.json)."""
-    found = {}
-    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    found[name] = json.load(f)
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ConfigError(f"cannot read {path}: {e}") from None
-    pre = dict(found.get("preprocessor_config.json", {}))
-    size = pre.get("size") or {}
-    if isinstance(size, dict):  # newer files keep the pixel bounds as size.shortest_edge / size.longest_edge
-        pre.setdefault("min_pixels", size.get("shortest_edge"))
-        pre.setdefault("max_pixels", size.get("longest_edge"))
-    video = {**pre, **found.get("video_preprocessor_config.json", {})}
-    options = {}
-    image_options = {k: pre[k] for k in _IMAGE_KEYS if pre.get(k) is not None}
-    video_options = {k: video[k] for k in _VIDEO_KEYS if video.get(k) is not None}
-    from .tokenizers.image import check_media_options
-
-    video_file = next((n for n in ("video_preprocessor_config.json", "preprocessor_config.json") if n in found),
-                      "preprocessor_config.json")
-    for name, opts in (("preprocessor_config.json", image_options), (video_file, video_options)):
-        check_media_options(os.path.join(directory, name), opts)
-    if image_options:
-        options["image_options"] = image_options
-    if video_options:
-        options["video_options"] = video_options
-    return options
-
+        kind = {"image": "images", "video": "videos", "audio": "audio"}[name]
+        raise InputError(f"{kind} are not supported in this build: omni.media.{name} is not available") from None

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ....errors import InputError
+from ..config import BigVGANConfig, DiTConfig, Token2WavConfig
 from .bigvgan import BigVGAN
-from .config import BigVGANConfig, DiTConfig, Token2WavConfig
 from .dit import DiT
 from .speakers import Speaker, load_speakers, save_speakers
 

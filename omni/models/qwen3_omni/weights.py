@@ -1,38 +1,14 @@
 """Qwen3-Omni (model_type `qwen3_omni_moe`): the official checkpoint key names and their omni counterparts.
 
-This is the only place that knows the official tensor names of this release. Left: the name on disk
-(`{}` = layer / expert / codebook index, `{*}` = the rest of the key). Right: the omni parameter.
-Per-expert tensors on disk (`...experts.{e}.gate_proj.weight`) become one stacked (E, F, D) parameter.
+The only place that knows the official tensor names of this release. Left: the name on disk (`{}` = layer /
+expert / codebook index, `{*}` = the rest of the key). Right: the omni parameter. Per-expert tensors on disk
+(`...experts.{e}.gate_proj.weight`) become one stacked (E, F, D) parameter. The decoder-layer and audio-layer rows
+every release shares are omni.checkpoints.keymap's DECODER_LAYER / AUDIO_ENCODER_LAYER, placed here by `under`.
 """
 
 from __future__ import annotations
 
-from .keymap import KeyMap, release_table
-
-# One decoder layer (Thinker LM, Talker LM, code predictor): official suffix -> omni suffix.
-_DECODER_LAYER = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn.q_proj.weight",
-    "self_attn.k_proj.weight": "attn.k_proj.weight",
-    "self_attn.v_proj.weight": "attn.v_proj.weight",
-    "self_attn.o_proj.weight": "attn.o_proj.weight",
-    "self_attn.q_norm.weight": "attn.q_norm.weight",
-    "self_attn.k_norm.weight": "attn.k_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    # dense SwiGLU layers
-    "mlp.gate_proj.weight": "ffn.gate_proj.weight",
-    "mlp.up_proj.weight": "ffn.up_proj.weight",
-    "mlp.down_proj.weight": "ffn.down_proj.weight",
-    # MoE layers: router, stacked experts, optional shared expert (Talker)
-    "mlp.gate.weight": "ffn.router.weight",
-    "mlp.experts.{}.gate_proj.weight": "ffn.experts.gate_proj",
-    "mlp.experts.{}.up_proj.weight": "ffn.experts.up_proj",
-    "mlp.experts.{}.down_proj.weight": "ffn.experts.down_proj",
-    "mlp.shared_expert.gate_proj.weight": "ffn.shared_expert.gate_proj.weight",
-    "mlp.shared_expert.up_proj.weight": "ffn.shared_expert.up_proj.weight",
-    "mlp.shared_expert.down_proj.weight": "ffn.shared_expert.down_proj.weight",
-    "mlp.shared_expert_gate.weight": "ffn.shared_expert_gate.weight",
-}
+from ...checkpoints.keymap import AUDIO_ENCODER_LAYER, DECODER_LAYER, KeyMap, Weights, under
 
 _DECODERS = {  # official layer prefix -> omni layer prefix
     "thinker.model.layers.{}.": "thinker.decoder.layers.{}.",
@@ -68,14 +44,6 @@ _AUDIO = {  # thinker.audio_tower -> thinker.audio
     "thinker.audio_tower.conv2d2.{*}": "thinker.audio.conv2.{*}",
     "thinker.audio_tower.conv2d3.{*}": "thinker.audio.conv3.{*}",
     "thinker.audio_tower.conv_out.weight": "thinker.audio.conv_out.weight",
-    "thinker.audio_tower.layers.{}.self_attn_layer_norm.{*}": "thinker.audio.layers.{}.attn_norm.{*}",
-    "thinker.audio_tower.layers.{}.self_attn.q_proj.{*}": "thinker.audio.layers.{}.attn.q_proj.{*}",
-    "thinker.audio_tower.layers.{}.self_attn.k_proj.{*}": "thinker.audio.layers.{}.attn.k_proj.{*}",
-    "thinker.audio_tower.layers.{}.self_attn.v_proj.{*}": "thinker.audio.layers.{}.attn.v_proj.{*}",
-    "thinker.audio_tower.layers.{}.self_attn.out_proj.{*}": "thinker.audio.layers.{}.attn.o_proj.{*}",
-    "thinker.audio_tower.layers.{}.final_layer_norm.{*}": "thinker.audio.layers.{}.mlp_norm.{*}",
-    "thinker.audio_tower.layers.{}.fc1.{*}": "thinker.audio.layers.{}.mlp.fc1.{*}",
-    "thinker.audio_tower.layers.{}.fc2.{*}": "thinker.audio.layers.{}.mlp.fc2.{*}",
     "thinker.audio_tower.ln_post.{*}": "thinker.audio.norm_out.{*}",
     "thinker.audio_tower.proj1.{*}": "thinker.audio.proj1.{*}",
     "thinker.audio_tower.proj2.{*}": "thinker.audio.proj2.{*}",
@@ -108,14 +76,14 @@ _CODE2WAV = {
 }
 
 
-KEY_MAP = KeyMap(release_table(_DECODERS, _DECODER_LAYER, _THINKER, _VISION, _AUDIO, _TALKER, _CODE2WAV))
+KEY_MAP = KeyMap({
+    **under(_DECODERS, DECODER_LAYER),
+    **under({"thinker.audio_tower.layers.{}.": "thinker.audio.layers.{}."}, AUDIO_ENCODER_LAYER),
+    **_THINKER, **_VISION, **_AUDIO, **_TALKER, **_CODE2WAV,
+})
 
-# Keys that may appear in a checkpoint and carry nothing omni needs (recomputed buffers).
-IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "positional_embedding.positional_embedding")
-
-# Which official key prefixes belong to which omni component (for `components=` and hub shard selection).
-COMPONENT_PREFIXES = {
-    "thinker": ("thinker.",),
-    "talker": ("talker.",),
-    "code2wav": ("code2wav.",),
-}
+WEIGHTS = Weights(
+    KEY_MAP,
+    components={"thinker": ("thinker.",), "talker": ("talker.",), "code2wav": ("code2wav.",)},
+    ignored_suffixes=("rotary_emb.inv_freq", "positional_embedding.positional_embedding"),  # recomputed buffers
+)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import DiTConfig
+from ..config import DiTConfig
 
 
 def _same_conv(c_in: int, c_out: int, kernel: int, dilation: int = 1) -> nn.Conv1d:

@@ -1,14 +1,13 @@
-"""Typed configuration of Qwen2.5-Omni (`model_type: qwen2_5_omni`), built on the sections of `omni.config`.
+"""Qwen2.5-Omni configuration (`model_type: qwen2_5_omni`): its config.json sections and its presets.
 
     Qwen25OmniConfig
-      thinker_config: Qwen25ThinkerConfig   text: Qwen25TextConfig, audio: Qwen25AudioConfig,
-                                            vision: Qwen25VisionConfig
-      talker_config: Qwen25TalkerConfig     the dense codec decoder (omni.talker_qwen2_5) and its token ids
-      token2wav_config: Token2WavConfig     dit_config, bigvgan_config (omni.token2wav.config)
+      thinker_config: Qwen25ThinkerConfig   text: Qwen25TextConfig (dense), audio: Qwen25AudioConfig (Whisper-style),
+                                            vision: Qwen25VisionConfig (window attention)
+      talker_config: Qwen25TalkerConfig     the dense codec decoder (a Qwen2.5 decoder) and its token ids
+      token2wav_config: Token2WavConfig     dit_config: DiTConfig, bigvgan_config: BigVGANConfig
 
-Only what differs from Qwen3-Omni is declared here; everything else is inherited, so both releases parse, validate
-and round-trip the same way (`OmniConfig.from_pretrained` picks this class from `model_type`). Field defaults are
-the reference implementation's; the presets at the bottom carry the released numbers.
+The sections extend omni.config's bases with what this release has; field defaults are the reference
+implementation's, the presets at the bottom carry the released numbers.
 """
 
 from __future__ import annotations
@@ -17,16 +16,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .config import (
-    REQUIRED,
-    TINY_TOKEN_IDS,
-    AudioConfig,
-    ConfigError,
-    OmniConfig,
-    TextConfig,
-    ThinkerConfig,
-    VisionConfig,
-)
+from ...config import REQUIRED, AudioConfig, OmniConfig, Section, TextConfig, ThinkerConfig, VisionConfig, rope_theta
+from ...config import _positive
+from ...demo import TINY_TOKEN_IDS
+from ...errors import ConfigError
 
 
 @dataclass(kw_only=True)
@@ -48,10 +41,7 @@ class Qwen25TextConfig(TextConfig):
 
 @dataclass(kw_only=True)
 class Qwen25AudioConfig(AudioConfig):
-    """The Whisper-style encoder: two 1-D convs, attention inside 2 * n_window-frame chunks, 2x average pooling.
-
-    The Qwen3 conv-stem fields (downsample_hidden_size, n_window_infer, conv_chunksize) are unused here.
-    """
+    """The Whisper-style encoder: two 1-D convs, attention inside 2 * n_window-frame chunks, 2x average pooling."""
 
     MODEL_TYPES: ClassVar = ("qwen2_5_omni_audio_encoder",)
 
@@ -153,6 +143,123 @@ class Qwen25TalkerConfig(Qwen25TextConfig):
 
 
 @dataclass(kw_only=True)
+class DiTConfig(Section):
+    """The flow-matching mel generator: codec codes + speaker -> 80-bin mel frames (two per code)."""
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_dit",)
+    # the released json spells three fields the original (pre-transformers) way
+    ALIASES: ClassVar = {"hidden_size": ("dim",), "num_hidden_layers": ("depth",), "num_attention_heads": ("heads",)}
+
+    hidden_size: int = 1024
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 16
+    head_dim: int = 64
+    ff_mult: int = 2
+    emb_dim: int = 512  # codec embedding width
+    rope_parameters: dict | None = None
+    rope_theta: float | None = None
+    max_position_embeddings: int = 32768  # longest mel the sampler accepts (frames)
+    block_size: int = 24  # frames per attention block
+    look_ahead_layers: list = field(default_factory=lambda: [10])  # these layers also see the next block
+    look_backward_layers: list = field(default_factory=lambda: [0, 20])  # ... and these the previous one
+    repeats: int = 2  # mel frames per codec code
+    num_embeds: int = 8193  # codec vocabulary; the table has one row more
+    mel_dim: int = 80
+    dropout: float = 0.1  # training only
+    # speaker side: x-vector width, ECAPA-TDNN encoder of the reference mel
+    enc_emb_dim: int = 192
+    enc_dim: int = 128
+    enc_channels: list = field(default_factory=lambda: [256, 256, 256, 256, 768])
+    enc_kernel_sizes: list = field(default_factory=lambda: [5, 3, 3, 3, 1])
+    enc_dilations: list = field(default_factory=lambda: [1, 2, 3, 4, 1])
+    enc_attention_channels: int = 64
+    enc_res2net_scale: int = 2
+    enc_se_channels: int = 64
+
+    @property
+    def theta(self) -> float:
+        return rope_theta(self, 10000.0)
+
+    def validate(self, where):
+        _positive(where, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+                  num_attention_heads=self.num_attention_heads, head_dim=self.head_dim, block_size=self.block_size,
+                  repeats=self.repeats, mel_dim=self.mel_dim, enc_res2net_scale=self.enc_res2net_scale)
+        if self.head_dim % 2:
+            raise ConfigError(f"{where}.head_dim must be even for rotary embeddings, got {self.head_dim}")
+        n = len(self.enc_channels)
+        if n < 3 or len(self.enc_kernel_sizes) != n or len(self.enc_dilations) != n:
+            raise ConfigError(
+                f"{where}: enc_channels, enc_kernel_sizes and enc_dilations must have one entry per encoder layer "
+                f"(at least 3), got {len(self.enc_channels)}, {len(self.enc_kernel_sizes)}, {len(self.enc_dilations)}"
+            )
+        if sum(self.enc_channels[1:-1]) != self.enc_channels[-1]:
+            raise ConfigError(
+                f"{where}: the last enc_channels entry ({self.enc_channels[-1]}) must equal the sum of the SE-Res2Net "
+                f"widths {self.enc_channels[1:-1]}: their outputs are concatenated into it"
+            )
+        if any(c % self.enc_res2net_scale for c in self.enc_channels[1:-1]):
+            raise ConfigError(
+                f"{where}: every SE-Res2Net width in enc_channels {self.enc_channels[1:-1]} must be divisible by "
+                f"enc_res2net_scale ({self.enc_res2net_scale})"
+            )
+
+
+@dataclass(kw_only=True)
+class BigVGANConfig(Section):
+    """The vocoder: mel frames -> 24 kHz waveform, prod(upsample_rates) samples per frame."""
+
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_bigvgan",)
+
+    mel_dim: int = 80
+    upsample_initial_channel: int = 1536
+    resblock_kernel_sizes: list = field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    upsample_rates: list = field(default_factory=lambda: [5, 3, 2, 2, 2, 2])
+    upsample_kernel_sizes: list = field(default_factory=lambda: [11, 7, 4, 4, 4, 4])
+
+    def validate(self, where):
+        _positive(where, mel_dim=self.mel_dim, upsample_initial_channel=self.upsample_initial_channel)
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ConfigError(
+                f"{where}: upsample_rates {self.upsample_rates} and upsample_kernel_sizes "
+                f"{self.upsample_kernel_sizes} must have the same length (one per upsampling stage)"
+            )
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ConfigError(
+                f"{where}: resblock_kernel_sizes and resblock_dilation_sizes must have the same length "
+                "(one per residual block of a stage)"
+            )
+        if any(len(d) != 3 for d in self.resblock_dilation_sizes):
+            raise ConfigError(f"{where}: each resblock_dilation_sizes entry must list 3 dilations")
+        if self.upsample_initial_channel % (2 ** len(self.upsample_rates)):
+            raise ConfigError(
+                f"{where}: upsample_initial_channel ({self.upsample_initial_channel}) is halved at each of the "
+                f"{len(self.upsample_rates)} stages and must stay an integer"
+            )
+
+
+@dataclass(kw_only=True)
+class Token2WavConfig(Section):
+    MODEL_TYPES: ClassVar = ("qwen2_5_omni_token2wav",)
+
+    dit_config: DiTConfig | None = None
+    bigvgan_config: BigVGANConfig | None = None
+
+    def __post_init__(self):
+        if self.dit_config is None:
+            self.dit_config = DiTConfig()
+        if self.bigvgan_config is None:
+            self.bigvgan_config = BigVGANConfig()
+
+    def validate(self, where):
+        if self.dit_config.mel_dim != self.bigvgan_config.mel_dim:
+            raise ConfigError(
+                f"{where}: dit_config.mel_dim ({self.dit_config.mel_dim}) and bigvgan_config.mel_dim "
+                f"({self.bigvgan_config.mel_dim}) must agree: the vocoder reads the DiT's mel"
+            )
+
+
+@dataclass(kw_only=True)
 class Qwen25OmniConfig(OmniConfig):
     """Thinker (+ encoders), Talker and Token2Wav of Qwen2.5-Omni-7B / -3B."""
 
@@ -163,6 +270,19 @@ class Qwen25OmniConfig(OmniConfig):
     token2wav_config: Token2WavConfig | None = None
     model_type: str = "qwen2_5_omni"
 
+
+# What this release's processor does when the checkpoint's files do not say otherwise (omni.Processor options).
+MEDIA_DEFAULTS = {
+    "patch_size": 14,
+    "image_mean": (0.48145466, 0.4578275, 0.40821073),  # CLIP
+    "image_std": (0.26862954, 0.26130258, 0.27577711),
+}
+PROCESSOR_DEFAULTS = {
+    "n_window": 100, "position_id_per_seconds": 25,
+    "image_options": MEDIA_DEFAULTS, "video_options": MEDIA_DEFAULTS,
+    "audio_options": {"max_samples": 30 * 16000},  # audio is padded / cut to 30 s
+    "video_fps": 2.0,  # the official processor's rate when none is given
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Presets, written as the config.json dicts they stand for.
@@ -258,10 +378,7 @@ def _tiny_qwen2_5() -> dict:
     return d
 
 
-# The speech side's sections import omni.config (and their package the model code), so they come last.
-from .token2wav.config import Token2WavConfig  # noqa: E402
-
-QWEN2_5_PRESETS: dict[str, dict] = {
+PRESETS: dict[str, dict] = {
     "qwen2.5-omni-7b": _QWEN2_5_OMNI_7B,
     "qwen2.5-omni-3b": _QWEN2_5_OMNI_3B,
     "tiny-qwen2.5": _tiny_qwen2_5(),

@@ -22,6 +22,7 @@ Everything here is CPU numpy / PIL / torch, safe to run in DataLoader workers.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -270,3 +271,41 @@ def check_media_options(path: str, options: dict) -> None:
             raise ConfigError(f"{path}: {key} must be one number or three (R, G, B), got {value!r}")
         if key == "image_std" and any(x == 0 for x in numbers):
             raise ConfigError(f"{path}: image_std must not contain zeros, got {value!r}")
+
+
+# preprocessor_config.json keys each media function takes. Video pixel bounds are deliberately absent: the
+# official processor always overrides them with its own per-frame bounds (the defaults of preprocess_videos).
+_IMAGE_KEYS = ("patch_size", "merge_size", "temporal_patch_size", "min_pixels", "max_pixels", "image_mean",
+               "image_std")
+_VIDEO_KEYS = ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std")
+
+
+def media_options(directory: str) -> dict:
+    """image_options / video_options from preprocessor_config.json (+ video_preprocessor_config.json)."""
+    found = {}
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    found[name] = json.load(f)
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"cannot read {path}: {e}") from None
+    pre = dict(found.get("preprocessor_config.json", {}))
+    size = pre.get("size") or {}
+    if isinstance(size, dict):  # newer files keep the pixel bounds as size.shortest_edge / size.longest_edge
+        pre.setdefault("min_pixels", size.get("shortest_edge"))
+        pre.setdefault("max_pixels", size.get("longest_edge"))
+    video = {**pre, **found.get("video_preprocessor_config.json", {})}
+    options = {}
+    image_options = {k: pre[k] for k in _IMAGE_KEYS if pre.get(k) is not None}
+    video_options = {k: video[k] for k in _VIDEO_KEYS if video.get(k) is not None}
+    video_file = next((n for n in ("video_preprocessor_config.json", "preprocessor_config.json") if n in found),
+                      "preprocessor_config.json")
+    for name, opts in (("preprocessor_config.json", image_options), (video_file, video_options)):
+        check_media_options(os.path.join(directory, name), opts)
+    if image_options:
+        options["image_options"] = image_options
+    if video_options:
+        options["video_options"] = video_options
+    return options

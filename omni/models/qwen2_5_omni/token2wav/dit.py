@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from ..nn import RotaryEmbedding, apply_rope, sdpa
-from ..tokenizers.vision import VisionMLP as GeluMLP  # fc2(gelu(fc1(x))), biased: the same block
-from .config import DiTConfig
+from ....errors import InputError
+from ....nn import RotaryEmbedding, apply_rope, sdpa
+from ....nn.mlp import MLP
+from ..config import DiTConfig
 from .ecapa import SpeakerEncoder
 
 
@@ -94,7 +94,7 @@ class DiTBlock(nn.Module):
         self.look_backward, self.look_ahead = look_backward, look_ahead  # blocks seen beyond a frame's own
         self.attn_modulation = nn.Linear(d, 6 * d)  # -> shift, scale, gate (attention), shift, scale, gate (ffn)
         self.attn = DiTAttention(d, cfg.num_attention_heads, cfg.head_dim)
-        self.ffn = GeluMLP(d, d * cfg.ff_mult, approximate="tanh")
+        self.ffn = MLP(d, d * cfg.ff_mult, act="gelu_pytorch_tanh")
 
     def forward(self, x, t_emb, cos, sin, block_diff):
         """x (B, T, D); t_emb (B, D); block_diff (T, T): key block minus query block."""

@@ -1,7 +1,6 @@
 """The Qwen2.5-Omni audio tokenizer (a Whisper-large-v3-style encoder): log-mel frames -> Thinker-width tokens.
 
-Input is the same as for the Qwen3-Omni tower (`omni.tokenizers.audio_features.log_mel_features`): padded mel
-frames (B, n_mels, T) and a frame mask (B, T); only the masked-in frames of each clip are used.
+Input: padded mel frames (B, n_mels, T) and a frame mask (B, T) (omni.nn.audio_encoder).
 
     frames of each clip ──cut into chunks of 2*n_window frames (2 s; the last one may be shorter)──► padded chunks
     per chunk: Conv1d(n_mels -> D, k3) + GELU, padded frames zeroed, Conv1d(D -> D, k3, stride 2) + GELU
@@ -10,22 +9,32 @@ frames (B, n_mels, T) and a frame mask (B, T); only the masked-in frames of each
     per clip: 2x average pooling over time (whole pairs; an odd last step is dropped)
     norm_out -> proj                                                  ──► (total tokens, output_dim)
 
-25 tokens per second of audio (40 ms each): `omni.positions.pooled_audio_token_count` gives the count.
+25 tokens per second of audio (40 ms each): `pooled_audio_token_count` gives the count.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..config_qwen2_5 import Qwen25AudioConfig
-from .audio import AudioEncoderBase, AudioLayer, sinusoid_table
+from ...nn.audio_encoder import AudioEncoderBase, AudioLayer, check_frame_count, sinusoid_table
+from .config import Qwen25AudioConfig
 
 
 def _conv_steps(n):
     """Steps left by the stride-2, padding-1, width-3 convolution."""
     return (n - 1) // 2 + 1
+
+
+def pooled_audio_token_count(n_frames, n_window: int | None = None):
+    """Number of audio tokens this encoder makes from `n_frames` mel frames (int or integer tensor).
+
+    A stride-2 convolution keeps (n - 1) // 2 + 1 steps, then 2x average pooling keeps whole pairs only:
+    100 frames (1 s) -> 50 steps -> 25 tokens; 101 frames -> 51 steps -> 25 tokens. The chunking (n_window, an
+    even number of frames per chunk) does not change the count.
+    """
+    check_frame_count(n_frames)
+    return (_conv_steps(n_frames) - 2) // 2 + 1
 
 
 class Qwen25AudioTokenizer(AudioEncoderBase):
@@ -36,7 +45,7 @@ class Qwen25AudioTokenizer(AudioEncoderBase):
         d = cfg.d_model
         self.conv1 = nn.Conv1d(cfg.num_mel_bins, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
-        self.layers = nn.ModuleList(AudioLayer(cfg, self.approximate, k_bias=False) for _ in range(cfg.encoder_layers))
+        self.layers = nn.ModuleList(AudioLayer(cfg, k_bias=False) for _ in range(cfg.encoder_layers))
         self.norm_out = nn.LayerNorm(d)
         self.proj = nn.Linear(d, cfg.output_dim)
         self.audio_bos_eos_token = nn.Embedding(2, cfg.output_dim)  # in the checkpoint; unused by the forward pass
@@ -54,9 +63,9 @@ class Qwen25AudioTokenizer(AudioEncoderBase):
         frames = input_features.transpose(1, 2)[feature_attention_mask.bool()].to(dtype)  # (sum T_b, n_mels)
 
         chunks, valid, chunk_len = self._pack(frames, lengths, self.chunk)  # (C, t, n_mels), (C, t), (C,)
-        x = F.gelu(self.conv1(chunks.transpose(1, 2)), approximate=self.approximate)  # (C, D, t)
+        x = self.act(self.conv1(chunks.transpose(1, 2)))  # (C, D, t)
         x = x * valid[:, None, :].to(x.dtype)  # zero the padded frames so the strided conv reads zeros there
-        x = F.gelu(self.conv2(x), approximate=self.approximate).transpose(1, 2)  # (C, t', D)
+        x = self.act(self.conv2(x)).transpose(1, 2)  # (C, t', D)
         x = x + self.positions[: x.shape[1]].to(x.dtype)  # positions restart in every chunk
         steps = torch.arange(x.shape[1], device=x.device)[None] < _conv_steps(chunk_len)[:, None]  # (C, t')
         # attention inside each chunk: (N, D), every clip's steps back to back
