@@ -195,20 +195,16 @@ class TextConfig(Section):
     mlp_only_layers: list | None = None
     shared_expert_intermediate_size: int = 0  # > 0: a sigmoid-gated shared expert beside the routed ones (Talker)
     router_aux_loss_coef: float = 0.001
-    # code predictor only
-    num_code_groups: int | None = None
 
     # the release's architecture, not config.json keys: each release's TextConfig sets them
     qk_norm: ClassVar[bool]  # RMSNorm over each query / key head before the rotary embedding
     mrope_interleaved: ClassVar[bool]  # M-RoPE slot layout (see omni.nn.rope)
 
     @property
-    def qkv_bias(self) -> bool:
+    def qkv_bias(self) -> bool:  # a release may fix these regardless of `attention_bias` (Qwen2.5: q/k/v only)
         return self.attention_bias
 
-    @property
-    def o_proj_bias(self) -> bool:
-        return self.attention_bias
+    o_proj_bias = qkv_bias
 
     def __post_init__(self):
         if self.num_key_value_heads is None:
@@ -300,20 +296,27 @@ class VisionConfig(Section):
 
 
 @dataclass(kw_only=True)
-class ThinkerConfig(Section):
-    """The Thinker: its decoder, its two encoders and the ids of the media placeholders and markers."""
+class MediaTokens(Section):
+    """The ids of the media placeholders and start markers in a prompt, and its time scale: what the position walk
+    reads (omni.positions.rope_index_from_config). The Thinker's section has them, and so do the Talkers'."""
 
-    text_config: TextConfig = REQUIRED
-    audio_config: AudioConfig | None = None
-    vision_config: VisionConfig | None = None
     audio_token_id: int = 151646
     image_token_id: int = 151655
     video_token_id: int = 151656
     audio_start_token_id: int = 151647
     vision_start_token_id: int = 151652
-    user_token_id: int = 872
     position_id_per_seconds: float = 25
     seconds_per_chunk: float = 2
+
+
+@dataclass(kw_only=True)
+class ThinkerConfig(MediaTokens):
+    """The Thinker: its decoder, its two encoders and (MediaTokens) the ids of the media placeholders and markers."""
+
+    text_config: TextConfig = REQUIRED
+    audio_config: AudioConfig | None = None
+    vision_config: VisionConfig | None = None
+    user_token_id: int = 872
     tie_word_embeddings: bool = False
 
     def __post_init__(self):  # absent encoder blocks take their defaults (the section types of this class)

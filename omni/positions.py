@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ThinkerConfig
+from .config import MediaTokens, ThinkerConfig
 from .errors import ConfigError, InputError
 from .interleave import interleave_positions_by_chunks, merge_positions_by_time
 from .release import release_of
@@ -208,7 +208,7 @@ def rope_index_from_config(cfg, input_ids, attention_mask=None, *, audio_feature
     """
     if isinstance(cfg, ThinkerConfig):
         merge, window = cfg.vision_config.spatial_merge_size, cfg.audio_config.n_window
-    elif hasattr(cfg, "spatial_merge_size") and hasattr(cfg, "position_id_per_seconds"):  # a Talker section
+    elif isinstance(cfg, MediaTokens):  # a Talker section: its own merge size, no audio encoder of its own
         merge, window = cfg.spatial_merge_size, None
     else:
         raise ConfigError(f"rope_index_from_config needs a ThinkerConfig or TalkerConfig, got {type(cfg).__name__}")

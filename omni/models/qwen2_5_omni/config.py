@@ -16,7 +16,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ...config import REQUIRED, AudioConfig, OmniConfig, Section, TextConfig, ThinkerConfig, VisionConfig, rope_theta
+from ...config import REQUIRED, AudioConfig, MediaTokens, OmniConfig, Section, TextConfig, ThinkerConfig, VisionConfig
+from ...config import rope_theta
 from ...config import _positive
 from ...demo import TINY_TOKEN_IDS
 from ...errors import ConfigError
@@ -94,7 +95,7 @@ class Qwen25ThinkerConfig(ThinkerConfig):
 
 
 @dataclass(kw_only=True)
-class Qwen25TalkerConfig(Qwen25TextConfig):
+class Qwen25TalkerConfig(Qwen25TextConfig, MediaTokens):
     """`talker_config` of Qwen2.5-Omni: a Qwen2.5 decoder (q/k/v biases, chunked M-RoPE) plus its token ids.
 
     Defaults are the reference implementation's (the 7B numbers, except the widths the presets set).
@@ -119,15 +120,8 @@ class Qwen25TalkerConfig(Qwen25TextConfig):
     tts_codec_end_token_id: int = 8294
     tts_codec_pad_token_id: int = 8292
     tts_codec_mask_token_id: int = 8296
-    audio_token_id: int = 151646
-    image_token_id: int = 151655
-    video_token_id: int = 151656
-    vision_start_token_id: int = 151652
     vision_end_token_id: int = 151653
-    audio_start_token_id: int = 151647
     audio_end_token_id: int = 151648
-    position_id_per_seconds: float = 25
-    seconds_per_chunk: float = 2
     spatial_merge_size: int = 2
 
     def validate(self, where):
@@ -252,11 +246,10 @@ class Token2WavConfig(Section):
             self.bigvgan_config = BigVGANConfig()
 
     def validate(self, where):
-        if self.dit_config.mel_dim != self.bigvgan_config.mel_dim:
-            raise ConfigError(
-                f"{where}: dit_config.mel_dim ({self.dit_config.mel_dim}) and bigvgan_config.mel_dim "
-                f"({self.bigvgan_config.mel_dim}) must agree: the vocoder reads the DiT's mel"
-            )
+        dit, vocoder = self.dit_config.mel_dim, self.bigvgan_config.mel_dim
+        if dit != vocoder:
+            raise ConfigError(f"{where}: dit_config.mel_dim ({dit}) and bigvgan_config.mel_dim ({vocoder}) must agree: "
+                              "the vocoder reads the DiT's mel")
 
 
 @dataclass(kw_only=True)

@@ -16,7 +16,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ...config import REQUIRED, AudioConfig, OmniConfig, Section, TextConfig, ThinkerConfig, VisionConfig, rope_theta
+from ...config import REQUIRED, AudioConfig, MediaTokens, OmniConfig, Section, TextConfig, ThinkerConfig, VisionConfig
+from ...config import rope_theta
 from ...config import _positive
 from ...demo import TINY_TOKEN_IDS
 from ...errors import ConfigError
@@ -29,6 +30,8 @@ class Qwen3TextConfig(TextConfig):
     MODEL_TYPES: ClassVar = ("qwen3_omni_moe_text", "qwen3_omni_moe_talker_text", "qwen3_omni_moe_talker_code_predictor")
     qk_norm: ClassVar[bool] = True
     mrope_interleaved: ClassVar[bool] = True
+
+    num_code_groups: int | None = None  # code predictor only
 
 
 @dataclass(kw_only=True)
@@ -72,7 +75,7 @@ class Qwen3ThinkerConfig(ThinkerConfig):
 
 
 @dataclass(kw_only=True)
-class Qwen3TalkerConfig(Section):
+class Qwen3TalkerConfig(MediaTokens):
     MODEL_TYPES: ClassVar = ("qwen3_omni_moe_talker",)
 
     text_config: Qwen3TextConfig = REQUIRED
@@ -86,14 +89,8 @@ class Qwen3TalkerConfig(Section):
     codec_think_eos_id: int = 4205
     codec_pad_id: int = 4196
     codec_bos_id: int = 4197
-    audio_token_id: int = 151646
-    image_token_id: int = 151655
-    video_token_id: int = 151656
-    vision_start_token_id: int = 151652
     audio_start_token_id: int = 151669
-    position_id_per_seconds: float = 25
-    seconds_per_chunk: float = 2
-    spatial_merge_size: int = 2
+    spatial_merge_size: int = 2  # the Talker's own (its positions use it, not the vision tower's)
     speaker_id: dict | None = None  # voice name -> codec id of its speaker token
 
 
