@@ -124,6 +124,34 @@ def _set(mod: nn.Module, attr: str, tensor: torch.Tensor):
         mod._buffers[attr] = tensor
 
 
+class _Findings:
+    """What a load found wrong, collected over every shard and reported once (`check`), and what it filled."""
+
+    def __init__(self):
+        self.unexpected, self.wrong_shape, self.wrong_dtype = [], [], []
+        self.filled: dict[str, set] = defaultdict(set)  # stacked param -> experts seen; others -> {None}
+        self.stacked: dict[str, torch.Size] = {}  # stacked param -> its full shape
+
+    def check(self, model: nn.Module, directory: str) -> None:
+        missing = []
+        for name, _ in sorted(model.named_parameters()):
+            if name not in self.filled:
+                missing.append(name)
+            elif name in self.stacked and len(self.filled[name]) != self.stacked[name][0]:
+                absent = sorted(set(range(self.stacked[name][0])) - self.filled[name])
+                missing.append(f"{name} experts {absent[:5]}")
+        problems = [_summary(title, items) for title, items in (
+            ("missing tensors (omni names)", missing), ("unexpected tensors", self.unexpected),
+            ("tensors with the wrong shape", self.wrong_shape), ("tensors with a non-float dtype", self.wrong_dtype),
+        ) if items]
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {directory} does not fit the model built from its config.json:\n  "
+                + "\n  ".join(problems)
+                + "\nCheck that config.json and the weights come from the same release."
+            )
+
+
 def _summary(title: str, items: list) -> str:
     shown = ", ".join(str(i) for i in items[:5])
     more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
@@ -139,44 +167,22 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
     weights = weights_of(model)
     wm = weight_map(directory)
     by_file: dict[str, list[str]] = defaultdict(list)
-    unexpected, wrong_shape, wrong_dtype = [], [], []
     for key, file in wm.items():
         comp = component_of(key)
-        if comp is not None and comp not in components:
-            continue
-        by_file[file].append(key)
-
-    expected = {n for n, _ in model.named_parameters()}
-    filled: dict[str, set] = defaultdict(set)  # stacked param -> experts seen; others -> {None}
-    stacked_shapes = {}
+        if comp is None or comp in components:
+            by_file[file].append(key)
+    found = _Findings()
     for file in sorted(by_file):
         with _open(os.path.join(directory, file)) as f:
             present = set(f.keys())
-            twice = sorted(k for k in present if wm.get(k, file) != file)
-            if twice:  # two copies of a tensor that may differ: refuse to guess which one is meant
-                raise CheckpointError(
-                    f"{file} also holds {twice[0]!r}, which the index assigns to {wm[twice[0]]}"
-                    + (f" (and {len(twice) - 1} more duplicated tensors)" if len(twice) > 1 else "")
-                    + "; a tensor must live in exactly one shard: re-download or re-save the checkpoint"
-                )
+            _check_single_home(present, file, wm)
             for key in by_file[file]:
                 if key not in present:
                     raise CheckpointError(f"{file} does not contain {key!r} although the index says so")
                 if key.endswith(weights.ignored_suffixes):
                     continue
-                m = weights.key_map.to_omni(key)
-                mod, attr, param = _get_param(model, m.name) if m else (None, None, None)
-                if mod is None:
-                    unexpected.append(key)
-                    continue
-                stored = f.get_slice(key)
-                shape = tuple(stored.get_shape())
-                if param.is_floating_point() and stored.get_dtype() not in _FLOAT_DTYPES:
-                    wrong_dtype.append(f"{key} {stored.get_dtype()} (model expects floating point)")
-                    continue
-                want = tuple(param.shape[1:]) if m.expert is not None else tuple(param.shape)
-                if shape != want or (m.expert is not None and m.expert >= param.shape[0]):
-                    wrong_shape.append(f"{key} {list(shape)} (model expects {list(want)})")
+                target = _target(model, f, key, weights.key_map, found)
+                if target is None:
                     continue
                 try:
                     t = f.get_tensor(key)
@@ -184,45 +190,60 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
                     raise CheckpointError(f"cannot read {key} from {file}: {e}") from None
                 if dtype is not None and t.is_floating_point():
                     t = t.to(dtype)
-                if m.expert is None:
-                    owned = t.to(device)
-                    # an unconverted tensor is a view of the shard's mmap: copy it so the file can be unmapped
-                    # instead of its pages counting a second time for as long as the model lives
-                    _set(mod, attr, owned.clone() if owned is t else owned)
-                else:
-                    if param.is_meta:  # first expert seen: allocate the whole stack once
-                        stacked_shapes[m.name] = param.shape
-                        _set(mod, attr, torch.empty(param.shape, dtype=t.dtype, device=device))
-                        param = getattr(mod, attr)
-                    with torch.no_grad():
-                        param[m.expert].copy_(t)
-                filled[m.name].add(m.expert)
+                _place(target, t, device, found)
                 if progress is not None:
                     progress.update(t.numel() * t.element_size())
-
-    missing = []
-    for name in sorted(expected):
-        if name not in filled:
-            missing.append(name)
-        elif name in stacked_shapes and len(filled[name]) != stacked_shapes[name][0]:
-            absent = sorted(set(range(stacked_shapes[name][0])) - filled[name])
-            missing.append(f"{name} experts {absent[:5]}")
-    problems = []
-    if missing:
-        problems.append(_summary("missing tensors (omni names)", missing))
-    if unexpected:
-        problems.append(_summary("unexpected tensors", unexpected))
-    if wrong_shape:
-        problems.append(_summary("tensors with the wrong shape", wrong_shape))
-    if wrong_dtype:
-        problems.append(_summary("tensors with a non-float dtype", wrong_dtype))
-    if problems:
-        raise CheckpointError(
-            f"checkpoint {directory} does not fit the model built from its config.json:\n  "
-            + "\n  ".join(problems)
-            + "\nCheck that config.json and the weights come from the same release."
-        )
+    found.check(model, directory)
     _init_buffers(model, device)
+
+
+def _check_single_home(present: set, file: str, wm: dict) -> None:
+    """A tensor must live in exactly one shard: two copies that may differ are refused, not guessed between."""
+    twice = sorted(k for k in present if wm.get(k, file) != file)
+    if twice:
+        raise CheckpointError(
+            f"{file} also holds {twice[0]!r}, which the index assigns to {wm[twice[0]]}"
+            + (f" (and {len(twice) - 1} more duplicated tensors)" if len(twice) > 1 else "")
+            + "; a tensor must live in exactly one shard: re-download or re-save the checkpoint"
+        )
+
+
+def _target(model, f, key: str, key_map, found: _Findings):
+    """Where the stored tensor `key` goes: (module, attribute, parameter, Mapped), after the checks that need no
+    read (name, dtype, shape); None when it goes nowhere (recorded in `found`)."""
+    m = key_map.to_omni(key)
+    mod, attr, param = _get_param(model, m.name) if m else (None, None, None)
+    if mod is None:
+        found.unexpected.append(key)
+        return None
+    stored = f.get_slice(key)
+    shape = tuple(stored.get_shape())
+    if param.is_floating_point() and stored.get_dtype() not in _FLOAT_DTYPES:
+        found.wrong_dtype.append(f"{key} {stored.get_dtype()} (model expects floating point)")
+        return None
+    want = tuple(param.shape[1:]) if m.expert is not None else tuple(param.shape)
+    if shape != want or (m.expert is not None and m.expert >= param.shape[0]):
+        found.wrong_shape.append(f"{key} {list(shape)} (model expects {list(want)})")
+        return None
+    return mod, attr, param, m
+
+
+def _place(target, t: torch.Tensor, device, found: _Findings) -> None:
+    """Put a read tensor into its parameter: a whole one as it is, one expert into its slot of the stack."""
+    mod, attr, param, m = target
+    if m.expert is None:
+        owned = t.to(device)
+        # an unconverted tensor is a view of the shard's mmap: copy it so the file can be unmapped instead of its
+        # pages counting a second time for as long as the model lives
+        _set(mod, attr, owned.clone() if owned is t else owned)
+    else:
+        if param.is_meta:  # first expert seen: allocate the whole stack once
+            found.stacked[m.name] = param.shape
+            _set(mod, attr, torch.empty(param.shape, dtype=t.dtype, device=device))
+            param = getattr(mod, attr)
+        with torch.no_grad():
+            param[m.expert].copy_(t)
+    found.filled[m.name].add(m.expert)
 
 
 def _init_buffers(model: nn.Module, device) -> None:
