@@ -64,12 +64,16 @@ class Probe:
 
     def __init__(self):
         self.calls: dict[str, list] = {}
+        self.files: dict[str, str] = {}  # path -> the source file of the watched module's class
 
     @contextlib.contextmanager
     def watch(self, model, paths):
         handles = []
         for path in paths:
             module = model.get_submodule(_resolve(model, path))
+            cls = type(module)  # omni's own: its file; torch's: its name
+            in_omni = cls.__module__.startswith("omni.")
+            self.files[path] = cls.__module__.replace(".", "/") + ".py" if in_omni else f"torch.nn.{cls.__name__}"
 
             def hook(mod, args, out, path=path):
                 self.calls.setdefault(path, []).append((_shape(args[0]) if args else None, _shape(out)))
@@ -263,7 +267,8 @@ def block_shapes(tiny: Probe, full: Probe) -> str:
     out = []
     for title, rows in (("Thinker", THINKER_ROWS), ("Talker and code predictor", TALKER_ROWS),
                         ("Code2Wav", CODE2WAV_ROWS)):
-        out += [f"**{title}**", "", f"| stage | module | tiny: in -> out (traced) | {FULL}: in -> out (meta) |",
+        out += [f"**{title}**", "",
+                f"| stage | module (its class's file) | tiny: in -> out (traced) | {FULL}: in -> out (meta) |",
                 "|---|---|---|---|"]
         for label, path, call in rows:
             cells = []
@@ -271,7 +276,8 @@ def block_shapes(tiny: Probe, full: Probe) -> str:
                 i, o = probe.get(path, call)
                 cells.append(f"`{_fmt(i)}` -> `{_fmt(o)}`")
             name = path + (f" (call {call + 1})" if call else "")
-            out.append(f"| {label} | `{name}` | {cells[0]} | {cells[1]} |")
+            where = tiny.files[path].removeprefix("omni/")
+            out.append(f"| {label} | `{name}` (`{where}`) | {cells[0]} | {cells[1]} |")
         out.append("")
     return "\n".join(out).rstrip()
 
@@ -294,7 +300,7 @@ def block_parameters() -> str:
         total, active = sum(r[1] for r in rows), sum(r[2] for r in rows)
         out += [f"| **total** | **{total:,} ({_millions(total)})** | **{active:,} ({_millions(active)})** |", ""]
         cfg, counted = OmniConfig.from_name(name), " ".join(r[0] for r in rows)
-        missing = [part for part in ("talker", "code2wav", "token2wav")
+        missing = [part for part in omni.model.all_components()[1:]
                    if getattr(cfg, f"{part}_config", None) is not None and part not in counted]
         if missing:  # described by the config, not built by this omni version yet
             out += [f"Not counted (omni does not build it yet): {', '.join(missing)}.", ""]
