@@ -4,7 +4,7 @@ Components are named by what they are, not by attribute paths:
 
     thinker      the whole Thinker                     vision / audio   its two encoders (+ their projections)
     embeddings   the Thinker's token embedding table   decoder          its decoder stack (all layers + final norm)
-    lm_head      the Thinker's output projection       talker / code2wav   the speech side, when built
+    lm_head      the Thinker's output projection       talker, code2wav / token2wav   the speech side, when built
 
 Any other dotted module path of the model (``"thinker.decoder.layers.0"``) is accepted too.
 
@@ -29,6 +29,7 @@ COMPONENTS = {
     "lm_head": "thinker.lm_head",
     "talker": "talker",
     "code2wav": "code2wav",
+    "token2wav": "token2wav",
 }
 
 
