@@ -15,7 +15,8 @@ import torch
 import omni
 from build import chat_prompt
 from common import alternate
-from omni.generation import generate_tokens, SamplingConfig
+from omni.generation import generate_tokens
+from omni.sampling import SamplingConfig
 from omni.models.qwen3_omni.speech import stream_speech
 
 

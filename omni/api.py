@@ -7,7 +7,8 @@ import os
 import torch
 
 from .checkpoints import load_state, resolve, save_state, weight_map
-from .checkpoints.io import component_of
+from .checkpoints.commit import staged_checkpoint
+from .checkpoints.io import component_of, parse_size
 from .config import OmniConfig
 from .errors import CheckpointError
 from .model import OmniModel, normalize_components
@@ -18,11 +19,38 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 
 def _dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in _DTYPES:
+    """A floating dtype to cast the weights to (None: as stored). Integer dtypes would truncate them to noise."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
-    raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a torch.dtype")
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype.itemsize >= 2:
+        return dtype
+    if isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"dtype {dtype} would not hold the weights; use a floating type of 16 bits or more "
+                              f"({sorted(_DTYPES)})")
+    raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or a floating torch.dtype")
+
+
+def _device(device) -> torch.device:
+    """A device this torch can put weights on, checked before anything is read."""
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"device must be 'cpu', 'cuda', 'cuda:1', 'mps', ... or a torch.device, got "
+                              f"{device!r} ({e})") from None
+    if device.type == "meta":
+        raise CheckpointError("device 'meta' holds no weights; load onto 'cpu' or an accelerator")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise CheckpointError(f"device {str(device)!r} is not available here ({count} CUDA device(s) visible to "
+                                  "this torch); use 'cpu' or an existing device")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise CheckpointError("device 'mps' is not available here; use 'cpu'")
+    elif device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise CheckpointError(f"device type {device.type!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+    return device
 
 
 def load(
@@ -41,6 +69,10 @@ def load(
     """
     requested = components
     components = normalize_components(components)
+    dtype, device = _dtype(dtype), _device(device)
+    if not isinstance(path_or_repo_id, (str, os.PathLike)):
+        raise CheckpointError(f"path_or_repo_id must be a directory path or a hub repo id, got "
+                              f"{type(path_or_repo_id).__name__}")
     directory = resolve(os.fspath(path_or_repo_id), components, revision, quiet)
     config = OmniConfig.from_pretrained(directory)
     if requested is None:
@@ -55,7 +87,7 @@ def load(
         total = sum(p.numel() * p.element_size() for p in model.parameters())
         progress = tqdm(total=total, unit="B", unit_scale=True, desc="loading", leave=False)
     try:
-        load_state(model, directory, model.components, _dtype(dtype), torch.device(device), progress)
+        load_state(model, directory, model.components, dtype, device, progress)
     finally:
         if progress is not None:
             progress.close()
@@ -79,12 +111,25 @@ def _processor(directory: str):
 
 def save(model: OmniModel, directory, max_shard_size="5GB") -> None:
     """Write `model` in the official layout: config.json, safetensors shards (+ index json when sharded), and the
-    tokenizer files and chat template when the model carries a processor."""
-    directory = os.fspath(directory)
-    save_state(model, directory, max_shard_size)
-    model.config.save_pretrained(directory)
-    if getattr(model, "processor", None) is not None:
-        model.processor.save_pretrained(directory)
+    tokenizer files and chat template when the model carries a processor.
+
+    Safe in place: everything is written aside first and moved in at the end, so a save that fails (a full disk,
+    an exception, Ctrl-C) leaves the checkpoint that was in `directory` loadable and unchanged, and files that are
+    not the checkpoint's (an adapter, notes) are never touched (omni.checkpoints.commit)."""
+    if not isinstance(model, OmniModel):
+        raise CheckpointError(f"omni.save takes an OmniModel (from omni.load or omni.OmniModel), got "
+                              f"{type(model).__name__}")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise CheckpointError(f"directory must be a path, got {type(directory).__name__}")
+    if any(p.is_meta for p in model.parameters()):
+        raise CheckpointError("this model lives on the meta device (built without weights): load or initialise its "
+                              "weights before saving it")
+    parse_size(max_shard_size)  # a bad limit fails before anything is written
     release = release_of(model)
-    if release.save_extras is not None:
-        release.save_extras(model, directory)
+    with staged_checkpoint(directory) as stage:
+        save_state(model, stage, max_shard_size)
+        model.config.save_pretrained(stage)
+        if getattr(model, "processor", None) is not None:
+            model.processor.save_pretrained(stage)
+        if release.save_extras is not None:
+            release.save_extras(model, stage)

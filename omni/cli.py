@@ -237,13 +237,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_output(path: str | None, option: str, is_dir: bool) -> None:
+    """An output path the command will write, checked before any work: its folder exists and can be written."""
+    if path is None:
+        return
+    import os
+
+    from .errors import InputError
+
+    target = os.path.abspath(path)
+    if os.path.exists(target) and os.path.isdir(target) != is_dir:
+        raise InputError(f"{option} {path}: exists and is {'not ' if is_dir else ''}a directory")
+    folder = target if is_dir and os.path.isdir(target) else os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise InputError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: the folder {folder} is not writable")
+
+
 def main(argv=None) -> int:
+    """Run one command. Every failure is one `omni: error: ...` line on stderr and a non-zero exit (set
+    OMNI_TRACEBACK=1 to see the traceback of an unexpected one)."""
+    import os
+
     args = build_parser().parse_args(argv)
     try:
+        _check_output(getattr(args, "speak", None), "--speak", is_dir=False)
+        _check_output(getattr(args, "wav", None), "--wav", is_dir=False)
+        _check_output(getattr(args, "out", None), "--out", is_dir=True)
+        _check_output(getattr(args, "save", None), "--save", is_dir=True)
         return args.func(args)
     except OmniError as e:
         print(f"omni: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("omni: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug or the system (memory, disk): still one line, the traceback on request
+        if os.environ.get("OMNI_TRACEBACK"):
+            raise
+        print(f"omni: error: {type(e).__name__}: {e} (set OMNI_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

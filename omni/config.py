@@ -1,4 +1,4 @@
-"""Typed configuration: the machinery every release's config.json sections share, and the shared sections.
+"""Typed configuration: the sections every release's config.json shares (their machinery: omni.sections).
 
 `OmniConfig.from_pretrained(dir_or_file)` reads an official ``config.json`` into one dataclass per section; the
 top-level `model_type` picks the release (omni.release), whose package declares its own sections on these bases:
@@ -16,119 +16,16 @@ everything.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import typing
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from .errors import ConfigError
+from .files import atomic_write
 from .release import PRESETS, release_of, releases
-
-REQUIRED: Any = dataclasses.MISSING  # marker default: the key must be present in config.json
-
-
-@dataclass(kw_only=True)
-class Section:
-    """Base of every config block: strict-where-it-matters parsing, lossless round trip."""
-
-    MODEL_TYPES: ClassVar[tuple[str, ...]] = ()  # accepted `model_type` values ("" = none written)
-    ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {}  # field -> other keys the file may use for it
-
-    extra: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_dict(cls, d: dict | None, where: str = "config"):
-        if d is None:
-            d = {}
-        if isinstance(d, Section):
-            return d
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
-        d = dict(d)
-        mt = d.get("model_type")
-        if cls.MODEL_TYPES and mt not in (None, "", *cls.MODEL_TYPES):
-            raise ConfigError(
-                f"{where}: model_type is {mt!r}, expected one of {list(cls.MODEL_TYPES)}; "
-                "is this config.json from a different model?"
-            )
-        hints = typing.get_type_hints(cls)
-        kwargs, extra, missing = {}, {}, []
-        for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
-            key = f.name
-            if key not in d:
-                key = next((a for a in cls.ALIASES.get(f.name, ()) if a in d), f.name)
-                if key != f.name:
-                    extra["_alias_" + f.name] = key  # write it back under the name it came with
-            if key in d:
-                value = d.pop(key)
-                tp = hints[f.name]
-                sub = _section_type(tp)
-                if sub is not None:
-                    value = None if value is None else sub.from_dict(value, f"{where}.{f.name}")
-                kwargs[f.name] = value
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                missing.append(f.name)
-        if missing:
-            raise ConfigError(f"{where}: missing required field(s) {missing}; add them to config.json")
-        extra.update(d)
-        try:
-            obj = cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: {e}") from None
-        obj.extra = extra
-        obj._given = frozenset(kwargs)
-        obj.validate(where)
-        return obj
-
-    def validate(self, where: str) -> None:
-        """Raise ConfigError for values the model cannot be built with. Subclasses extend."""
-
-    def to_dict(self) -> dict:
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            given = getattr(self, "_given", None)
-            if given is not None and f.name not in given and value == _default(f):
-                continue  # omitted in the file it came from: keep it omitted
-            if isinstance(value, Section):
-                value = value.to_dict()
-            key = self.extra.get("_alias_" + f.name, f.name)
-            out[key] = copy.deepcopy(value)
-        out.update({k: copy.deepcopy(v) for k, v in self.extra.items() if not k.startswith("_alias_")})
-        return out
-
-    def replace(self, **changes):
-        new = dataclasses.replace(self, **changes)
-        new.extra = copy.deepcopy(self.extra)
-        new.validate(type(self).__name__)
-        return new
-
-
-def _default(f):
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
-
-
-def _section_type(tp):
-    """The Section class a field annotation names (`X` or `X | None`), or None."""
-    for arg in (tp, *typing.get_args(tp)):
-        if isinstance(arg, type) and issubclass(arg, Section):
-            return arg
-    return None
-
-
-def _positive(where: str, **values):
-    for name, v in values.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
-
+from .sections import REQUIRED, Section, _positive, _section_type  # noqa: F401  (re-exported for the releases)
 
 def rope_theta(section, default: float) -> float:
     """The rotary base of a section: `rope_parameters` (transformers 5), else `rope_scaling`, else `rope_theta`,
@@ -381,6 +278,8 @@ class OmniConfig(Section):
                 d = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{file} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{file} is nested too deeply to be a config.json") from None
         return cls.from_dict(d, where=os.path.basename(file))
 
     @classmethod
@@ -394,6 +293,6 @@ class OmniConfig(Section):
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write `config.json` (official keys, sorted) into `directory`, creating it if needed."""
         os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+        with atomic_write(os.path.join(directory, "config.json")) as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 

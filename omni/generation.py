@@ -15,83 +15,13 @@ from typing import Callable, Iterator
 
 import torch
 
+from .checks import boolean, integer
 from .errors import InputError
 from .nn.kv_cache import advance, static_decode_step
 from .release import release_of
+from .sampling import SamplingConfig, next_token
 from .speech import check_can_speak
 from .thinker import MEDIA_KEYS
-
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 128
-    min_new_tokens: int = 0
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0  # 0: no top-k filter
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    eos_token_ids: tuple[int, ...] = ()
-    pad_token_id: int = 0
-    stop_strings: tuple[str, ...] = ()
-    seed: int | None = None
-    # decode steps through one torch.compile(fullgraph=True) graph (omni.nn.kv_cache.static_decode_step); True
-    # means the inductor backend, a string names another. The prompt (prefill) always runs eagerly.
-    compile: bool | str = False
-
-    def validate(self):
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
-            raise InputError(f"max_new_tokens must be a non-negative integer, got {self.max_new_tokens!r}")
-        if self.min_new_tokens < 0 or self.min_new_tokens > max(self.max_new_tokens, 0):
-            raise InputError(f"min_new_tokens must be in 0..max_new_tokens, got {self.min_new_tokens}")
-        if self.do_sample and not self.temperature > 0:
-            raise InputError(f"temperature must be > 0 when sampling, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise InputError(f"top_k must be >= 0, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if not isinstance(self.compile, (bool, str)):
-            raise InputError(f"compile must be True/False or a torch.compile backend name, got {self.compile!r}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Choosing the next token
-
-
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Make already-seen tokens less likely: divide positive logits by `penalty`, multiply negative ones."""
-    if penalty == 1.0:
-        return logits
-    scores = logits.gather(1, seen)
-    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return logits.scatter(1, seen, scores)
-
-
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set logits outside the top-k, then outside the smallest set with probability >= top_p, to -inf."""
-    if top_k and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1)  # ascending
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum <= 1 - top_p
-        drop[:, -1] = False  # always keep the most likely token
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return logits
-
-
-def next_token(logits, seen, cfg: SamplingConfig, n_generated: int, generator=None) -> torch.Tensor:
-    """logits (B, V) of the last position -> token ids (B,)."""
-    logits = apply_repetition_penalty(logits.float(), seen, cfg.repetition_penalty)
-    if n_generated < cfg.min_new_tokens and cfg.eos_token_ids:
-        logits[:, list(cfg.eos_token_ids)] = float("-inf")
-    if not cfg.do_sample:
-        return logits.argmax(-1)
-    logits = filter_top_k_top_p(logits / cfg.temperature, cfg.top_k, cfg.top_p)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # The decode loop
@@ -232,8 +162,8 @@ def _sampling_config(model, tokenizer, options: dict) -> SamplingConfig:
     options = dict(options)
     options.setdefault("eos_token_ids", tuple(dict.fromkeys(eos)))
     options.setdefault("pad_token_id", pad if pad is not None else cfg.im_end_token_id)
-    options["stop_strings"] = tuple(options.get("stop_strings") or ())
-    return SamplingConfig(**options)
+    options.setdefault("stop_strings", ())
+    return SamplingConfig(**options).validate()
 
 
 def _prepare(model, inputs, use_audio_in_video=False):
@@ -243,6 +173,7 @@ def _prepare(model, inputs, use_audio_in_video=False):
     device = next(model.thinker.parameters()).device
     if isinstance(inputs, dict):
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+        batch.update(_ids_and_mask(batch.get("input_ids"), batch.get("attention_mask"), device))
         if use_audio_in_video:  # the keyword means the same for a batch as for a conversation
             batch["use_audio_in_video"] = True
         tok = model.processor.tokenizer if model.processor is not None else None
@@ -261,11 +192,53 @@ def _prepare(model, inputs, use_audio_in_video=False):
     return batch, model.processor.tokenizer, True
 
 
+def _ids_and_mask(input_ids, attention_mask, device) -> dict:
+    """input_ids and attention_mask of a batch dict as generation needs them: long tensors (lists, numpy arrays and
+    small integer dtypes converted), a 0/1 mask with at least one token per row and no gap, and left padding
+    (right-padded rows are shifted: decoding appends at the right, so a row's last real token must be there)."""
+    def as_tensor(name, value):
+        if value is None or torch.is_tensor(value):
+            return value
+        try:
+            return torch.as_tensor(value, device=device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"{name} must be a tensor, a numpy array or a nested list of integers ({e})") from None
+
+    input_ids, mask = as_tensor("input_ids", input_ids), as_tensor("attention_mask", attention_mask)
+    if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] == 0:
+        shape = None if input_ids is None else tuple(input_ids.shape)
+        raise InputError(f"generation needs `input_ids` of shape (batch >= 1, prompt_length), got {shape}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise InputError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    input_ids = input_ids.long()
+    if mask is None:
+        return {"input_ids": input_ids}
+    if tuple(mask.shape) != tuple(input_ids.shape):
+        raise InputError(f"attention_mask shape {tuple(mask.shape)} does not match input_ids {tuple(input_ids.shape)}")
+    if mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()):
+        raise InputError("attention_mask must hold only 0 (padding) and 1 (token)")
+    mask = mask.long()
+    real = mask.sum(-1)
+    if bool((real == 0).any()):
+        raise InputError(f"row(s) {(real == 0).nonzero().flatten().tolist()} of the batch have no tokens "
+                         "(attention_mask all 0); drop them")
+    first = mask.argmax(-1)  # each row's first real token
+    if bool((mask.cumsum(-1).gather(1, (first + real - 1)[:, None]).squeeze(1) != real).any()):
+        raise InputError("attention_mask has padding between a row's tokens; pad only at the start or the end")
+    shift = input_ids.shape[1] - (first + real)  # right padding of each row
+    if bool((shift > 0).any()):  # right-padded rows: rotate the padding to the left
+        cols = (torch.arange(input_ids.shape[1], device=input_ids.device)[None] - shift[:, None]) % input_ids.shape[1]
+        input_ids, mask = input_ids.gather(1, cols), mask.gather(1, cols)
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
 def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False, speak: bool = False,
              voice: str = "ethan", speech: dict | None = None, **options):
     """See OmniModel.generate. With `speak=True` the reply is also spoken by the release's Talker and vocoder
     (`Release.spoken_reply`; `speech`: its options, e.g. {"do_sample": False, "max_frames": 500} for Qwen3-Omni,
     {"num_steps": 10} for Qwen2.5-Omni)."""
+    quiet, speak, use_audio_in_video = _flags(quiet=quiet, speak=speak, use_audio_in_video=use_audio_in_video)
+    speech = _speech_dict(speech)
     if speak:
         check_can_speak(model, voice)
     batch, tok, conversation = _prepare(model, inputs, use_audio_in_video)
@@ -281,6 +254,16 @@ def generate(model, inputs, quiet: bool = True, use_audio_in_video: bool = False
             model, batch, _feedable(tokens, cfg), voice, cfg.eos_token_ids, **_speech_options(speech, cfg))
         result.codes = codes.codes
     return result
+
+
+def _flags(**flags) -> tuple[bool, ...]:
+    return tuple(boolean(name, value) for name, value in flags.items())
+
+
+def _speech_dict(speech) -> dict | None:
+    if speech is not None and not isinstance(speech, dict):
+        raise InputError(f"speech must be a dict of speech options (e.g. {{'max_frames': 500}}), got {speech!r}")
+    return speech
 
 
 def _until_eos(row: list[int], cfg: SamplingConfig) -> list[int]:
@@ -309,6 +292,8 @@ def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False,
            speech: dict | None = None, audio_chunk_frames: int = 8, **options) -> Iterator[str | torch.Tensor]:
     """See OmniModel.stream: yields text pieces (str) as the Thinker writes them, then, with `speak=True`,
     waveform chunks (1-D float tensors at 24 kHz) as the Talker produces `audio_chunk_frames` codec frames."""
+    speak, use_audio_in_video = _flags(speak=speak, use_audio_in_video=use_audio_in_video)
+    speech = _speech_dict(speech)
     if speak:
         release = release_of(model)
         if release.stream_speech is None:
@@ -321,8 +306,7 @@ def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False,
     if tok is None:
         raise InputError("stream() needs a tokenizer to decode with (the model has no processor)")
     cfg = _sampling_config(model, tok, options)
-    if audio_chunk_frames < 1:
-        raise InputError(f"audio_chunk_frames must be a positive number of frames, got {audio_chunk_frames}")
+    audio_chunk_frames = integer("audio_chunk_frames", audio_chunk_frames, 1, what="a positive number of frames")
     # checked above, eagerly; the pieces come from a generator
     return _stream(model, batch, tok, cfg, speak, voice, speech, audio_chunk_frames)
 

@@ -117,6 +117,15 @@ def talker_steps(talker, inputs: TalkerInputs, max_steps: int, pick: Callable, e
         out = talker(x, position_ids, mask, cache)
 
 
+def check_speech_length(decoder, inputs: TalkerInputs, max_steps: int, option: str) -> None:
+    """The Talker's prompt plus `max_steps` must fit its context: past it the positions have no meaning, and the
+    KV cache would be sized for it before the first step (a huge limit must fail here, not in the allocator)."""
+    limit, prompt = decoder.cfg.max_position_embeddings, inputs.embeds.shape[1]
+    if prompt + max_steps > limit:
+        raise InputError(f"the Talker's prompt ({prompt} positions) + {option} ({max_steps}) exceeds its context of "
+                         f"{limit}; lower {option}")
+
+
 def find_voice(voices: dict | None, voice, no_voices_hint: str = ""):
     """A voice by name, case-insensitive ("Chelsie", "chelsie"): whatever the release keeps per voice."""
     by_name = {str(name).lower(): v for name, v in (voices or {}).items()}

@@ -5,7 +5,8 @@ import torch
 
 import omni
 from omni.errors import InputError
-from omni.generation import SamplingConfig, filter_top_k_top_p, generate_tokens
+from omni.generation import generate_tokens
+from omni.sampling import SamplingConfig, filter_top_k_top_p
 
 from reference import build_reference
 

@@ -18,10 +18,9 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..release import release_of, releases
+from .commit import INDEX_NAME, SINGLE_NAME
 
-INDEX_NAME = "model.safetensors.index.json"
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"}  # safetensors dtype names
-SINGLE_NAME = "model.safetensors"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,15 +259,24 @@ def _init_buffers(model: nn.Module, device) -> None:
 # Saving
 
 
-def _parse_size(size) -> int:
-    if isinstance(size, int):
-        return size
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-    s = str(size).strip().upper()
-    for u in sorted(units, key=len, reverse=True):
-        if s.endswith(u):
-            return int(float(s[: -len(u)]) * units[u])
-    return int(s)
+def parse_size(size) -> int:
+    """A shard size limit: bytes (int) or a string such as "5GB", "500MB", "2GiB"; CheckpointError otherwise."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    if isinstance(size, int) and not isinstance(size, bool):
+        n = size
+    elif isinstance(size, str):
+        s = size.strip().upper()
+        unit = next((u for u in sorted(units, key=len, reverse=True) if s.endswith(u)), "B")
+        try:
+            n = float(s[: len(s) - len(unit)] if s.endswith(unit) else s) * units[unit]
+        except ValueError:
+            n = None
+    else:
+        n = None
+    if n is None or not n == n or n < 1 or n == float("inf"):
+        raise CheckpointError(f"max_shard_size must be a positive byte count or a size such as '5GB' or '500MB', "
+                              f"got {size!r}")
+    return int(n)
 
 
 def official_state_dict(model: nn.Module):
@@ -286,7 +294,9 @@ def official_state_dict(model: nn.Module):
 
 
 def save_state(model: nn.Module, directory: str, max_shard_size="5GB") -> None:
-    limit = _parse_size(max_shard_size)
+    """Write the weights in the official layout into `directory` (a fresh folder: omni.save stages it, see
+    omni.checkpoints.commit)."""
+    limit = parse_size(max_shard_size)
     os.makedirs(directory, exist_ok=True)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size, total = 0, 0
@@ -298,9 +308,6 @@ def save_state(model: nn.Module, directory: str, max_shard_size="5GB") -> None:
         shards[-1][key] = t.contiguous().cpu()
         size += n
         total += n
-    for stale in os.listdir(directory):  # never leave shards of an earlier save beside the new index
-        if stale.endswith(".safetensors") or stale == INDEX_NAME:
-            os.remove(os.path.join(directory, stale))
     if len(shards) == 1:
         save_file(shards[0], os.path.join(directory, SINGLE_NAME), metadata={"format": "pt"})
         return

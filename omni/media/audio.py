@@ -38,7 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import integer
 from ..errors import MediaError
+from ..files import atomic_write
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -323,14 +325,61 @@ def log_mel_features(waveforms, sr: int = SAMPLE_RATE, *, device=None, max_sampl
 SPEECH_SAMPLE_RATE = 24000  # what both releases' vocoders produce
 
 
+MAX_WAV_CHANNELS = 16
+
+
 def write_wav(path: str | os.PathLike, waveform, sample_rate: int = SPEECH_SAMPLE_RATE) -> None:
-    """waveform: 1-D float samples in [-1, 1] (tensor or array) -> 16-bit PCM mono wav."""
+    """Write 16-bit PCM: waveform (samples,) mono or (channels, samples), a tensor or an array.
+
+    Float samples are in [-1, 1] (beyond it they are clipped; NaN / inf are refused); integer samples are PCM at
+    their own width (int16 as is; int8 / uint8 / int32 scaled to 16 bits). Everything is checked before the file
+    is opened, and the file is written under a temporary name and renamed: a failed call leaves `path` as it was.
+    """
+    pcm = _pcm16(waveform)  # (channels, samples) int16
+    rate = integer("sample_rate", sample_rate, 1, 1_000_000, error=MediaError, what="an integer in 1..1000000 (Hz)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise MediaError(f"path must be a file path, got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise MediaError(f"{path} is a directory; give the wav file's path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise MediaError(f"cannot write {path}: the folder {folder} does not exist")
+    try:
+        with atomic_write(path, "wb") as f, wav_format.open(f, "wb") as w:
+            w.setnchannels(pcm.shape[0])
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(np.ascontiguousarray(pcm.T).astype("<i2").tobytes())  # frames: channels interleaved
+    except OSError as e:
+        raise MediaError(f"cannot write {path}: {e}") from None
+
+
+def _pcm16(waveform) -> np.ndarray:
+    """A waveform as (channels, samples) 16-bit PCM, or MediaError saying what is wrong with it."""
     if torch.is_tensor(waveform):
-        waveform = waveform.detach().float().cpu().numpy()
-    x = np.asarray(waveform, dtype=np.float32).reshape(-1)
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wav_format.open(os.fspath(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.tobytes())
+        waveform = waveform.detach().cpu()
+        waveform = waveform.float().numpy() if waveform.dtype in (torch.bfloat16, torch.float16) else waveform.numpy()
+    try:
+        x = np.asarray(waveform)
+    except (TypeError, ValueError) as e:
+        raise MediaError(f"waveform must be a tensor or an array of samples ({e})") from None
+    if x.dtype.kind not in "fiu":
+        raise MediaError(f"waveform must hold float or integer samples, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or not 1 <= x.shape[0] <= MAX_WAV_CHANNELS:
+        raise MediaError(f"waveform must be (samples,) or (channels, samples) with 1..{MAX_WAV_CHANNELS} channels, "
+                         f"got shape {x.shape}" + ("; pass waveform.T for (samples, channels)" if x.ndim == 2 else ""))
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise MediaError("waveform holds NaN or infinite samples")
+        return (np.clip(x.astype(np.float64), -1.0, 1.0) * 32767.0).round().astype(np.int16)
+    if x.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
+        return ((x.astype(np.int32) - 128) << 8).astype(np.int16)
+    bits = x.dtype.itemsize * 8
+    if x.dtype.kind == "u":
+        x = x.astype(np.int64) - (1 << (bits - 1))
+    shift = bits - 16
+    x = x.astype(np.int64)
+    return (x >> shift if shift > 0 else x << -shift).astype(np.int16)

@@ -37,6 +37,7 @@ import re
 import torch
 
 from ..errors import ConfigError, InputError
+from ..files import atomic_write
 from ..interleave import interleave_tokens_by_chunks, interleave_tokens_by_time
 from ..release import release_of
 from .chat import MEDIA_TYPES, check_chat_template, check_messages, load_chat_template, render_chat
@@ -137,7 +138,7 @@ class Processor:
         directory = os.fspath(directory)
         self.tokenizer.save_pretrained(directory)
         if self.chat_template:
-            with open(os.path.join(directory, "chat_template.jinja"), "w", encoding="utf-8") as f:
+            with atomic_write(os.path.join(directory, "chat_template.jinja")) as f:
                 f.write(self.chat_template)
 
     # ------------------------------------------------------------------ entry point

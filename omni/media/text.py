@@ -25,6 +25,7 @@ import json
 import os
 
 from ..errors import ConfigError, InputError
+from ..files import atomic_write
 
 # Qwen's pre-tokenizer split (Qwen2 family; the same regex ships in Qwen3-Omni's tokenizer files).
 QWEN_PRETOKENIZE_REGEX = (
@@ -204,7 +205,8 @@ class TextTokenizer:
         """Write tokenizer.json and tokenizer_config.json (added tokens, eos/pad, placeholder names, template)."""
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        self.backend.save(os.path.join(directory, "tokenizer.json"))
+        with atomic_write(os.path.join(directory, "tokenizer.json")) as f:
+            f.write(self.backend.to_str(pretty=True))
         added = {
             str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
                      "single_word": t.single_word, "special": t.special}
@@ -215,7 +217,7 @@ class TextTokenizer:
                   "extra_special_tokens": {key: self.tokens[name] for name, key in _CONFIG_KEYS.items()}}
         if self.chat_template:
             config["chat_template"] = self.chat_template
-        with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        with atomic_write(os.path.join(directory, "tokenizer_config.json")) as f:
             json.dump(config, f, indent=2, ensure_ascii=False)
 
     # ------------------------------------------------------------------ ids

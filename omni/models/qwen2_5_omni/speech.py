@@ -25,10 +25,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...checks import integer
 from ...errors import InputError
-from ...generation import SamplingConfig, next_token
+from ...sampling import SamplingConfig, next_token
 from ...positions import rope_index_from_config
-from ...speech import SpeechCodes, TalkerInputs, end_text_track, find_voice, reply_end, reread_reply, talker_steps
+from ...speech import SpeechCodes, TalkerInputs, check_speech_length, end_text_track, find_voice, reply_end
+from ...speech import reread_reply, talker_steps
 
 TALKER_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
 TOKEN2WAV_OPTIONS = ("num_steps", "guidance_scale", "sway_coefficient")
@@ -127,7 +129,9 @@ def generate_codes(
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
     sampling.validate()
+    check_speech_length(talker.decoder, inputs, sampling.max_new_tokens, "max_new_tokens")
     B, device = inputs.embeds.shape[0], inputs.embeds.device
+    seed = None if seed is None else integer("seed", seed, 0, 2**64 - 1)
     stops = torch.tensor([cfg.tts_codec_pad_token_id, cfg.tts_codec_end_token_id], device=device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     seen = [torch.tensor([[cfg.tts_codec_mask_token_id, cfg.tts_codec_pad_token_id, cfg.tts_codec_start_token_id]],

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checks import integer
 from ...errors import InputError
 from ...nn import Attention, RMSNorm, RotaryEmbedding, SwiGLU, causal_mask
 from ...nn.conv import CausalConv1d, CausalConvTranspose1d, SnakeBeta
@@ -230,12 +231,13 @@ class Code2Wav(nn.Module):
                 f"codes have {codes.shape[1]} codebooks on axis 1, this Code2Wav expects {c.num_quantizers} "
                 f"(shape (batch, {c.num_quantizers}, frames)); transpose if frames came first"
             )
+        codes = codes.long()  # small integer dtypes would overflow in the range test below
         if codes.numel() and (codes.min() < 0 or codes.max() >= c.codebook_size):
             raise InputError(
                 f"codes must lie in [0, {c.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]; "
                 "strip the Talker's special tokens (pad/bos/eos) before decoding"
             )
-        return codes.long()
+        return codes
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, Q, T) codes -> (B, T, D): each codebook has its own block of rows; average the Q embeddings."""
@@ -270,8 +272,8 @@ class Code2Wav(nn.Module):
         before it re-decoded and cut away. Bounded memory, but not equal to `forward` (see the module docstring).
         """
         codes = self.check_codes(codes)
-        if chunk_size <= 0 or left_context < 0:
-            raise InputError(f"chunk_size must be > 0 and left_context >= 0, got {chunk_size}, {left_context}")
+        chunk_size = integer("chunk_size", chunk_size, 1, what="a positive number of frames")
+        left_context = integer("left_context", left_context, 0, what="a non-negative number of frames")
         pieces, start, T = [], 0, codes.shape[-1]
         while start < T:
             end = min(start + chunk_size, T)
@@ -293,8 +295,7 @@ class Code2Wav(nn.Module):
         `codes` is a whole (B, Q, T) tensor or an iterable of (B, Q, t) pieces (e.g. frames as the Talker makes
         them); frames are decoded `chunk_size` at a time (the last group may be shorter).
         """
-        if chunk_size <= 0:
-            raise InputError(f"chunk_size must be a positive number of frames, got {chunk_size}")
+        chunk_size = integer("chunk_size", chunk_size, 1, what="a positive number of frames")
         pieces = [codes] if isinstance(codes, torch.Tensor) else codes
         stream, pending, held = self.streamer(), [], 0
         for piece in pieces:

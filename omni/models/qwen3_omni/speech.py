@@ -29,10 +29,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ...checks import boolean, integer, number
 from ...errors import InputError
-from ...generation import SamplingConfig, next_token
+from ...sampling import SamplingConfig, next_token
 from ...positions import rope_index_from_config, text_position_ids
-from ...speech import SpeechCodes, TalkerInputs, end_text_track, find_voice, reply_end, reread_reply, talker_steps
+from ...speech import SpeechCodes, TalkerInputs, check_speech_length, end_text_track, find_voice, reply_end
+from ...speech import reread_reply, talker_steps
 
 _N_SUPPRESSED = 1024  # the top ids of the codec vocabulary are control tokens, never spoken
 
@@ -203,8 +205,10 @@ def _sampling(options: dict) -> SpeechSampling:
     if unknown:
         raise InputError(f"unknown speech option(s) {unknown}; choose from {sorted(names)}")
     s = SpeechSampling(**options)
-    if not isinstance(s.max_frames, int) or s.max_frames < 1:
-        raise InputError(f"max_frames must be a positive integer, got {s.max_frames!r}")
+    s.max_frames = integer("max_frames", s.max_frames, 1, what="a positive integer")
+    s.repetition_penalty = number("repetition_penalty", s.repetition_penalty, 0, low_open=True, what="> 0")
+    if s.code_do_sample is not None:
+        s.code_do_sample = boolean("code_do_sample", s.code_do_sample)
     return s
 
 
@@ -235,12 +239,11 @@ def iter_frames(talker, inputs: TalkerInputs, **options):
                           temperature=s.code_temperature, top_k=s.code_top_k, top_p=s.code_top_p)
     first.validate()
     rest.validate()
-    if not s.repetition_penalty > 0:
-        raise InputError(f"repetition_penalty must be > 0, got {s.repetition_penalty}")
-
+    check_speech_length(talker.decoder, inputs, s.max_frames, "max_frames")
     B, device = inputs.embeds.shape[0], inputs.embeds.device
     suppressed = torch.tensor([i for i in range(max(V - _N_SUPPRESSED, 0), V) if i != eos], device=device)
-    generator = torch.Generator(device=device).manual_seed(s.seed) if s.seed is not None else None
+    seed = None if s.seed is None else integer("seed", s.seed, 0, 2**64 - 1)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     cp_cache = talker.code_predictor.new_cache(B)
     seen = [torch.empty(B, 0, dtype=torch.long, device=device)]  # code 0s so far, for the repetition penalty
     # The reference exempts a row's first n code 0s from the penalty, n = its left padding in the Talker prompt

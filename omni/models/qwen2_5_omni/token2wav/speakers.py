@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ....errors import CheckpointError
+from ....files import atomic_write
 
 SPEAKERS_FILE = "spk_dict.safetensors"
 FIELDS = ("bos_token", "cond", "ref_mel")
@@ -75,4 +76,5 @@ def save_speakers(speakers: dict, path: str | os.PathLike) -> None:
         tensors[f"{name}.bos_token"] = torch.tensor(int(s.bos_token), dtype=torch.int64)
         tensors[f"{name}.cond"] = torch.as_tensor(s.cond).reshape(-1).float().contiguous()
         tensors[f"{name}.ref_mel"] = torch.as_tensor(s.ref_mel).reshape(-1, s.ref_mel.shape[-1]).float().contiguous()
-    save_file(tensors, os.fspath(path))
+    with atomic_write(path, "wb") as f:  # the old file stays whole until the new one is complete
+        f.write(save(tensors))
