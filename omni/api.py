@@ -10,6 +10,7 @@ from .checkpoints import load_state, resolve, save_state, weight_map
 from .checkpoints.commit import staged_checkpoint
 from .checkpoints.io import component_of, parse_size
 from .config import OmniConfig
+from .checks import boolean
 from .errors import CheckpointError
 from .model import OmniModel, normalize_components
 from .release import release_of
@@ -70,6 +71,9 @@ def load(
     requested = components
     components = normalize_components(components)
     dtype, device = _dtype(dtype), _device(device)
+    quiet = boolean("quiet", quiet, error=CheckpointError)
+    if revision is not None and not isinstance(revision, str):
+        raise CheckpointError(f"revision must be a branch, tag or commit string, got {revision!r}")
     if not isinstance(path_or_repo_id, (str, os.PathLike)):
         raise CheckpointError(f"path_or_repo_id must be a directory path or a hub repo id, got "
                               f"{type(path_or_repo_id).__name__}")

@@ -28,6 +28,9 @@ def normalize_components(components, config: OmniConfig | None = None) -> tuple[
         return tuple(c for c in known if _described(config, c))
     if isinstance(components, str):
         components = (components,)
+    if not isinstance(components, (list, tuple, set, frozenset)) or not all(isinstance(c, str) for c in components):
+        raise ConfigError(f"components must be a component name or a list of them, e.g. ('thinker',), got "
+                          f"{components!r}")
     components = tuple(components)
     unknown = [c for c in components if c not in known]
     if unknown:

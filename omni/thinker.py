@@ -127,6 +127,39 @@ class Thinker(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------------------------
 
+    def _check_inputs(self, input_ids, inputs_embeds, attention_mask, labels, position_ids, cache) -> None:
+        """Shapes, dtypes and ranges of the text-side inputs, named before anything deep can fail on them."""
+        D = self.cfg.text_config.hidden_size
+        if input_ids is not None and (_tensor("input_ids", input_ids).dim() != 2):
+            raise InputError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        if inputs_embeds is not None:
+            e = _tensor("inputs_embeds", inputs_embeds)
+            if e.dim() != 3 or e.shape[-1] != D or not e.is_floating_point():
+                raise InputError(f"inputs_embeds must be floating (batch, seq_len, {D}), got {e.dtype} "
+                                 f"{tuple(e.shape)}")
+        B, T = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        past = cache.length if cache is not None else 0
+        if attention_mask is not None:
+            m = _tensor("attention_mask", attention_mask)
+            if m.dim() != 2 or m.shape[0] != B or m.shape[1] != past + T:
+                raise InputError(f"attention_mask must be (batch, cached + new tokens) = ({B}, {past + T}), got "
+                                 f"{tuple(m.shape)}")
+        if position_ids is not None:
+            p = _tensor("position_ids", position_ids)
+            if tuple(p.shape) not in ((3, B, T), (B, T)):
+                raise InputError(f"position_ids must be (3, {B}, {T}) (M-RoPE) or ({B}, {T}), got {tuple(p.shape)}")
+        if labels is not None:
+            lab = _tensor("labels", labels)
+            V = self.cfg.text_config.vocab_size
+            if tuple(lab.shape) != (B, T):
+                raise InputError(f"labels must have the shape of input_ids ({B}, {T}), got {tuple(lab.shape)}")
+            if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
+                raise InputError(f"labels must hold integer token ids (or -100 to skip), got dtype {lab.dtype}")
+            bad = (lab != -100) & ((lab < 0) | (lab >= V))
+            if bool(bad.any()):
+                raise InputError(f"labels must be token ids in 0..{V - 1} or -100 (skipped), got "
+                                 f"{lab[bad][:5].tolist()}")
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -157,6 +190,7 @@ class Thinker(nn.Module):
             raise InputError(f"logits_to_keep must be an int >= 0 (0 = every position), got {logits_to_keep!r}")
         if logits_to_keep and labels is not None:
             raise InputError("labels need the logits of every position; drop logits_to_keep to compute a loss")
+        self._check_inputs(input_ids, inputs_embeds, attention_mask, labels, position_ids, cache)
         visual_mask = deepstack = None
         if inputs_embeds is None:
             inputs_embeds, visual_mask, deepstack = self.embed(
@@ -191,6 +225,12 @@ class Thinker(nn.Module):
             router_logits=out.router_logits if output_router_logits else None,
             rope_deltas=rope_deltas,
         )
+
+
+def _tensor(name: str, value) -> torch.Tensor:
+    if not torch.is_tensor(value):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:

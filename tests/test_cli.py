@@ -99,3 +99,30 @@ def test_cli_errors_are_clean(tmp_path):
     r = run("generate", "--model", str(tmp_path / "nope" / "x"), "--prompt", "hi")
     assert r.returncode == 2
     assert "omni: error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_checks_output_paths_before_any_work(tiny_dir, tmp_path):
+    """A wav or checkpoint that could not be written is reported at once, not after minutes of generation."""
+    import time
+
+    (tmp_path / "a_file").write_text("x")
+    for args, fragment in (
+        (["generate", "--model", tiny_dir, "--prompt", "hi", "--speak", str(tmp_path / "no" / "x.wav")],
+         "--speak"),
+        (["generate", "--model", tiny_dir, "--prompt", "hi", "--speak", str(tmp_path)], "is a directory"),
+        (["convert", "--model", tiny_dir, "--out", str(tmp_path / "a_file")], "is not a directory"),
+        (["demo", "--save", str(tmp_path / "no" / "ckpt")], "does not exist"),
+    ):
+        t0 = time.perf_counter()
+        r = run(*args)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("omni: error:") and fragment in lines[0], r.stderr
+        assert time.perf_counter() - t0 < 60
+
+
+def test_cli_bad_values_are_one_line(tiny_dir):
+    r = run("generate", "--model", tiny_dir, "--prompt", "hi", "--max-new-tokens", "-3", "--quiet")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "max_new_tokens" in r.stderr
+    r = run("convert", "--model", tiny_dir, "--out", tiny_dir + "-x", "--max-shard-size", "big")
+    assert r.returncode == 2 and "max_shard_size" in r.stderr and "Traceback" not in r.stderr

@@ -11,7 +11,8 @@ patch 16, merge 2, temporal patch 2, 3136..12845056 pixels, mean = std = 0.5):
 - Resampling is PIL's bicubic filter on the uint8 image, which is what the reference PIL processor runs, so
   the output is bit-identical to it (no torchvision needed).
 - Float arrays / tensors are read as values in [0, 1] and rounded to uint8 (so `x / 255` of a uint8 image gives
-  exactly the uint8 result); integer ones must already be in 0..255.
+  exactly the uint8 result); uint16 ones (and 16-bit PIL images) are scaled by 255 / 65535; other integer ones
+  must already be in 0..255. Nothing is clipped: out-of-range values are refused.
 - Normalisation goes through a 256-entry table per channel computed with the reference's arithmetic
   (x * (1/255) in float64, then (x - mean) / std in float32): exact and cheap.
 - Patches: a still image is one temporal patch, the frame repeated `temporal_patch_size` times. Each patch row is
@@ -74,8 +75,15 @@ def num_vision_tokens(grid_thw, merge_size: int = MERGE_SIZE):
 # -- reading any image as RGB uint8 ---------------------------------------------------------------------------------
 
 
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # one band, more than 8 bits: PIL would clip to 255
+
+
 def _pil_to_rgb(img: Image.Image) -> Image.Image:
     """An RGB PIL image (kept in PIL: a huge image is resized before any numpy copy of it is made)."""
+    if img.mode in _WIDE_MODES:  # scaled by its bit depth through numpy (PIL's own conversion saturates at 255)
+        a = np.asarray(img)
+        a = a.astype(np.uint16) if img.mode.startswith("I;16") else a
+        return Image.fromarray(_array_to_uint8(a, f"a PIL image of mode {img.mode!r}"), "L").convert("RGB")
     if "A" in img.getbands() or img.info.get("transparency") is not None:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -84,8 +92,12 @@ def _pil_to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _array_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
+    """uint8 as is; uint16 (16-bit images) scaled by 255 / 65535; float in [0, 1] scaled; other integers must
+    already be 0..255; anything else is refused (never clipped)."""
     if a.dtype == np.uint8:
         return a
+    if a.dtype == np.uint16:
+        return np.round(a.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * 255
     if np.issubdtype(a.dtype, np.floating):
@@ -97,7 +109,8 @@ def _array_to_uint8(a: np.ndarray, what: str) -> np.ndarray:
         return np.round(a.astype(np.float64) * 255.0).astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise MediaError(f"{what} is an integer array with values in [{a.min()}, {a.max()}]; expected 0..255")
+            raise MediaError(f"{what} is an integer array with values in [{a.min()}, {a.max()}]; expected 0..255 "
+                             "(8-bit) or a uint16 array (16-bit, scaled); convert other depths to one of them")
         return a.astype(np.uint8)
     raise MediaError(f"{what} has dtype {a.dtype}; use uint8 (0..255) or float (0..1)")
 
@@ -136,6 +149,8 @@ def open_rgb(image, what: str = "image") -> Image.Image | np.ndarray:
                 rgb = _pil_to_rgb(img)
                 if rgb is img:  # leaving the `with` closes `img`: keep an open copy
                     rgb = img.copy()
+        except MediaError as e:
+            raise MediaError(f"{what} {path!r}: {e}") from None
         except FileNotFoundError:
             raise MediaError(f"{what}: no such file {path!r}") from None
         except Image.DecompressionBombError as e:
@@ -149,6 +164,8 @@ def open_rgb(image, what: str = "image") -> Image.Image | np.ndarray:
             raise MediaError(f"{what} has no pixels ({image.width}x{image.height})")
         try:
             rgb = _pil_to_rgb(image)
+        except MediaError:
+            raise
         except (OSError, ValueError) as e:
             raise MediaError(f"{what}: cannot convert PIL mode {image.mode!r} to RGB ({e})") from None
     elif isinstance(image, np.ndarray):

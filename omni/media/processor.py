@@ -36,6 +36,7 @@ import re
 
 import torch
 
+from ..checks import boolean, integer, number
 from ..errors import ConfigError, InputError
 from ..files import atomic_write
 from ..interleave import interleave_tokens_by_chunks, interleave_tokens_by_time
@@ -86,6 +87,10 @@ class Processor:
         defaults = release.processor_defaults
         self.model_type, self.seconds_per_chunk = model_type, seconds_per_chunk
         self.audio_token_count, self.av_chunks = release.audio_token_count, release.time_rules.av_chunks
+        for name, value in (("image_options", image_options), ("video_options", video_options),
+                            ("audio_options", audio_options)):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a dict of keyword options, got {type(value).__name__}")
         image_options = {**defaults.get("image_options", {}), **(image_options or {})}
         video_options = {**defaults.get("video_options", {}), **(video_options or {})}
         audio_options = {**defaults.get("audio_options", {}), **(audio_options or {})}
@@ -93,6 +98,17 @@ class Processor:
         n_window = defaults["n_window"] if n_window is None else n_window
         if position_id_per_seconds is None:
             position_id_per_seconds = defaults["position_id_per_seconds"]
+        merge_size = integer("merge_size", merge_size, 1, error=ConfigError)
+        n_window = integer("n_window", n_window, 1, error=ConfigError)
+        position_id_per_seconds = number("position_id_per_seconds", position_id_per_seconds, 0, low_open=True,
+                                         error=ConfigError)
+        seconds_per_chunk = number("seconds_per_chunk", seconds_per_chunk, 0, low_open=True, error=ConfigError)
+        self.seconds_per_chunk = seconds_per_chunk
+        if video_fps is not None:
+            video_fps = number("video_fps", video_fps, 0, low_open=True, error=ConfigError)
+        sampling_rate = integer("sampling_rate", sampling_rate, 1, 1_000_000, error=ConfigError)
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise ConfigError(f"chat_template must be a jinja template string, got {type(chat_template).__name__}")
         self.tokenizer = tokenizer
         self.chat_template = chat_template or tokenizer.chat_template
         if self.chat_template:
@@ -157,6 +173,9 @@ class Processor:
         """
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        use_audio_in_video = boolean("use_audio_in_video", use_audio_in_video)
+        add_generation_prompt = boolean("add_generation_prompt", add_generation_prompt)
+        return_labels = boolean("return_labels", return_labels)
         if (messages is None) == (text is None):
             raise InputError("pass either messages (conversations) or text (prompt strings), not both or neither")
         if messages is not None:

@@ -53,6 +53,45 @@ CASES = [  # (id, generate kwargs or a callable(model), message fragments)
      ["non-empty prompt"]),
     ("plain string", lambda m: m.generate("hello"), ["takes a conversation", "batch dict"]),
     ("stream a batch", lambda m: list(m.stream([HELLO, HELLO])), ["one conversation at a time"]),
+    # numbers that are not numbers, and values of the wrong type: named, never a raw exception or a silent answer
+    ("nan repetition penalty", dict(repetition_penalty=float("nan")), ["repetition_penalty must be > 0", "nan"]),
+    ("infinite temperature", dict(do_sample=True, temperature=float("inf")), ["temperature must be > 0"]),
+    ("nan top_p", dict(top_p=float("nan")), ["top_p must be in (0, 1]"]),
+    ("string top_k", dict(top_k="5"), ["top_k must be >= 0", "'5'"]),
+    ("boolean max_new_tokens", dict(max_new_tokens=True), ["max_new_tokens must be a non-negative integer"]),
+    ("negative seed", dict(seed=-1), ["seed must be an integer in 0..18446744073709551615"]),
+    ("string seed", dict(seed="7"), ["seed must be an integer"]),
+    ("empty stop string", dict(stop_strings=[""]), ["stop_strings must be a string or a list of non-empty strings"]),
+    ("stop strings of numbers", dict(stop_strings=[3]), ["stop_strings must be a string or a list"]),
+    ("eos ids as text", dict(eos_token_ids="x"), ["eos_token_ids must be a token id or a list of them"]),
+    ("negative eos id", dict(eos_token_ids=[-3]), ["eos_token_ids must be non-negative token ids"]),
+    ("fractional pad id", dict(pad_token_id=1.5), ["pad_token_id must be an integer"]),
+    ("compile backend of a number", dict(compile=3), ["compile must be True/False or a torch.compile backend"]),
+    ("do_sample as a string", dict(do_sample="yes"), ["do_sample must be True or False"]),
+    ("speak as a string", dict(speak="yes"), ["speak must be True or False"]),
+    ("speech options not a dict", dict(speak=True, speech=[1]), ["speech must be a dict of speech options"]),
+    ("nan speech penalty", dict(speak=True, speech={"repetition_penalty": float("nan")}),
+     ["repetition_penalty must be > 0"]),
+    ("speech frames past the Talker's context", dict(speak=True, speech={"max_frames": 10**12}),
+     ["exceeds its context", "lower max_frames"]),
+    ("numpy speech seed is fine, a float one is not", dict(speak=True, speech={"seed": 1.5}), ["seed must be"]),
+    ("voice of the wrong type", dict(speak=True, voice=3), ["unknown voice 3"]),
+    ("stream chunk of a float", lambda m: list(m.stream(HELLO, speak=True, audio_chunk_frames=2.5)),
+     ["audio_chunk_frames must be a positive number of frames"]),
+    # batches that are malformed
+    ("empty batch", lambda m: m.generate({"input_ids": torch.ones(0, 3, dtype=torch.long)}),
+     ["batch >= 1"]),
+    ("float ids", lambda m: m.generate({"input_ids": torch.ones(1, 3)}), ["integer token ids"]),
+    ("mask of twos", lambda m: m.generate({"input_ids": _ones(3), "attention_mask": 2 * _ones(3)}),
+     ["only 0 (padding) and 1 (token)"]),
+    ("row without tokens", lambda m: m.generate({"input_ids": torch.ones(2, 3, dtype=torch.long),
+                                                 "attention_mask": torch.tensor([[1, 1, 1], [0, 0, 0]])}),
+     ["row(s) [1] of the batch have no tokens"]),
+    ("padding inside a row", lambda m: m.generate({"input_ids": _ones(3), "attention_mask": torch.tensor([[1, 0, 1]])}),
+     ["padding between a row's tokens"]),
+    ("mask of another shape", lambda m: m.generate({"input_ids": _ones(3), "attention_mask": _ones(4)}),
+     ["attention_mask shape (1, 4) does not match input_ids (1, 3)"]),
+    ("ids of text", lambda m: m.generate({"input_ids": [["a", "b"]]}), ["input_ids must be a tensor, a numpy array"]),
 ]
 
 
@@ -86,3 +125,38 @@ def test_components_missing_for_the_request(tiny_dir):
     with pytest.raises(InputError, match=r"speech needs the thinker, talker and code2wav.*\['talker', 'code2wav'\]"):
         thinker_only.generate(HELLO, speak=True)
     assert_healthy_generation(thinker_only)
+
+
+def test_right_padding_gives_the_left_padded_replies(tiny_model):
+    """A right-padded batch is decoded as its left-padded twin: each row's reply is the one it gets alone."""
+    ids = tiny_model.processor([HELLO, [{"role": "user", "content": "a much longer question here"}]],
+                               padding_side="right")
+    alone = [tiny_model.generate({"input_ids": ids["input_ids"][b:b + 1, ids["attention_mask"][b].bool()]},
+                                 max_new_tokens=4, eos_token_ids=()) for b in range(2)]
+    both = tiny_model.generate(ids, max_new_tokens=4, eos_token_ids=())
+    assert torch.equal(both, torch.cat(alone))
+
+
+def test_values_as_the_ecosystem_passes_them(tiny_model):
+    """Lists, numpy arrays, small integer dtypes and numpy scalars are taken as what they are."""
+    import numpy as np
+
+    ids = tiny_model.processor(HELLO)["input_ids"]
+    want = tiny_model.generate({"input_ids": ids}, max_new_tokens=3, seed=np.int64(4), do_sample=True)
+    for same in (ids.tolist(), ids.numpy(), ids.to(torch.int16)):
+        got = tiny_model.generate({"input_ids": same}, max_new_tokens=np.int32(3), seed=np.int64(4), do_sample=True,
+                                  top_p=np.float32(1.0))
+        assert torch.equal(got, want)
+
+
+def test_one_stop_string_is_one_string(tiny_model):
+    """stop_strings="ab" stops at "ab", not at the first "a" or "b"."""
+    from omni.sampling import SamplingConfig
+
+    assert SamplingConfig(stop_strings="ab").validate().stop_strings == ("ab",)
+
+
+def test_end_ids_past_a_custom_vocabulary(tiny_model):
+    """min_new_tokens forbids the end ids the model can produce; ids past its vocabulary simply never come."""
+    out = tiny_model.generate(HELLO, max_new_tokens=3, min_new_tokens=2, eos_token_ids=(10**6,))
+    assert out.tokens.shape == (1, 3)

@@ -140,3 +140,27 @@ def test_grayscale_array_and_file(tmp_path):
     want = preprocess_images(np.repeat(gray[..., None], 3, axis=-1))
     for src in (gray, gray[..., None], str(tmp_path / "g.png")):
         assert torch.equal(preprocess_images(src)["pixel_values"], want["pixel_values"])
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit grayscale (PNG mode I;16, or a uint16 array) is scaled by 255 / 65535; PIL alone would clip every
+    level above 255 to white."""
+    levels = (np.arange(64 * 64, dtype=np.float64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    want = np.repeat(np.round(levels * (255 / 65535)).astype(np.uint8)[..., None], 3, axis=-1)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    for image in (levels, Image.fromarray(levels), str(tmp_path / "deep.png")):
+        got = preprocess_images(image)
+        assert torch.equal(got["pixel_values"], preprocess_images(want)["pixel_values"])
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+
+
+@pytest.mark.parametrize("image, fragment", [
+    (Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)), "values in [70000, 70000]"),
+    (np.full((8, 8), 300, dtype=np.int32), "expected 0..255 (8-bit) or a uint16 array"),
+    (Image.fromarray(np.full((8, 8), 2.5, dtype=np.float32)), "float images must be in [0, 1]"),
+])
+def test_other_depths_are_refused(image, fragment):
+    with pytest.raises(MediaError) as info:
+        preprocess_images(image)
+    assert fragment in str(info.value)
+    _healthy()

@@ -93,6 +93,15 @@ class Qwen3TalkerConfig(MediaTokens):
     spatial_merge_size: int = 2  # the Talker's own (its positions use it, not the vision tower's)
     speaker_id: dict | None = None  # voice name -> codec id of its speaker token
 
+    def validate(self, where):
+        V = self.text_config.vocab_size
+        codec = {name: getattr(self, name) for name in ("codec_eos_token_id", "codec_nothink_id", "codec_think_bos_id",
+                                                        "codec_think_eos_id", "codec_pad_id", "codec_bos_id")}
+        codec.update({f"speaker_id[{voice!r}]": i for voice, i in (self.speaker_id or {}).items()})
+        for name, i in codec.items():
+            if not 0 <= i < V:
+                raise ConfigError(f"{where}.{name} ({i}) must be a codec id below text_config.vocab_size ({V})")
+
 
 @dataclass(kw_only=True)
 class Code2WavConfig(Section):
