@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from .config import OmniConfig
-from .errors import ConfigError
+from .errors import ConfigError, OmniError
 from .release import release_of, vocoders
 from .thinker import Thinker
 
@@ -47,6 +47,15 @@ class OmniModel(nn.Module):
 
     def __init__(self, config: OmniConfig, components=None):
         super().__init__()
+        try:
+            self._build(config, components)
+        except OmniError:
+            raise
+        except (RuntimeError, OverflowError, ValueError, MemoryError) as e:  # sizes no tensor can have
+            raise ConfigError(f"the model this config describes cannot be built: {type(e).__name__}: {e}; check its "
+                              "sizes") from None
+
+    def _build(self, config: OmniConfig, components) -> None:
         release = release_of(config)
         self.config = config
         # a requested part the config has no section for (e.g. the talker of a thinker-only release) is not built

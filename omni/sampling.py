@@ -40,18 +40,24 @@ class SamplingConfig:
         self.min_new_tokens = integer("min_new_tokens", self.min_new_tokens, 0, self.max_new_tokens,
                                       what="in 0..max_new_tokens")
         self.do_sample = boolean("do_sample", self.do_sample)
-        self.temperature = number("temperature", self.temperature, 0, low_open=self.do_sample,
-                                  what="> 0 (and finite)" if self.do_sample else ">= 0 (and finite)")
+        # float32 logits are divided by it: below 1e-5 sampling is greedy already and the quotient overflows, past
+        # 1e6 the distribution is uniform already and the divisor rounds to infinity
+        if self.do_sample:
+            self.temperature = number("temperature", self.temperature, 1e-5, 1e6, what="> 0 (in [1e-5, 1e6])")
+        else:  # not used by greedy decoding: any sane number is accepted (temperature=0 is a common way to ask)
+            self.temperature = number("temperature", self.temperature, 0, 1e6, what=">= 0 (in [0, 1e6])")
         self.top_k = integer("top_k", self.top_k, 0, what=">= 0 (0: no top-k filter)")
         self.top_p = number("top_p", self.top_p, 0, 1, low_open=True, what="in (0, 1]")
-        self.repetition_penalty = number("repetition_penalty", self.repetition_penalty, 0, low_open=True,
-                                         what="> 0 (and finite; 1.0: none)")
+        # logits are multiplied / divided by it in float32: outside [1e-3, 1e3] they would over- or underflow
+        self.repetition_penalty = number("repetition_penalty", self.repetition_penalty, 1e-3, 1e3,
+                                         what="> 0 (in [0.001, 1000]; 1.0: none)")
         eos = self.eos_token_ids
         eos = (eos,) if isinstance(eos, numbers.Integral) and not isinstance(eos, bool) else eos
         if not isinstance(eos, (list, tuple)):
             raise InputError(f"eos_token_ids must be a token id or a list of them, got {eos!r}")
-        self.eos_token_ids = tuple(integer("eos_token_ids", t, 0, what="non-negative token ids") for t in eos)
-        self.pad_token_id = integer("pad_token_id", self.pad_token_id)
+        self.eos_token_ids = tuple(integer("eos_token_ids", t, 0, 2**63 - 1, what="non-negative token ids")
+                                   for t in eos)
+        self.pad_token_id = integer("pad_token_id", self.pad_token_id, -(2**63), 2**63 - 1)
         stops = (self.stop_strings,) if isinstance(self.stop_strings, str) else self.stop_strings
         if not isinstance(stops, (list, tuple)) or not all(isinstance(x, str) and x for x in stops):
             raise InputError(f"stop_strings must be a string or a list of non-empty strings, got {self.stop_strings!r}")
@@ -60,6 +66,12 @@ class SamplingConfig:
             self.seed = integer("seed", self.seed, 0, 2**64 - 1)
         if not isinstance(self.compile, bool) and not (isinstance(self.compile, str) and self.compile):
             raise InputError(f"compile must be True/False or a torch.compile backend name, got {self.compile!r}")
+        if isinstance(self.compile, str):
+            import torch._dynamo
+
+            known = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile not in known:
+                raise InputError(f"compile backend {self.compile!r} is not one torch knows; use one of {known}")
         return self
 
 

@@ -9,7 +9,8 @@
 Range rules, by field name, for the numbers of every release's sections:
 
     int      positive; non-negative for ids (`*_id`) and for num_experts, shared_expert_intermediate_size and
-             accept_hidden_layer (0 means none / the embeddings)
+             accept_hidden_layer (0 means none / the embeddings); at most 2**31 - 1, and at most 4096 for the
+             counts a build loops over (layers, blocks, heads, experts, code groups)
     float    finite and positive; router_aux_loss_coef >= 0, dropout in [0, 1), layer_scale_initial_scale any
     list     of positive integers; of non-negative ones for layer and block indexes (`*_indexes`, `*_layers`);
              resblock_dilation_sizes: lists of positive integers
@@ -31,6 +32,11 @@ REQUIRED: Any = dataclasses.MISSING  # marker default: the key must be present i
 MAX_DEPTH = 32  # JSON nesting a config may have; deeper is refused before it can exhaust the stack
 
 _NON_NEGATIVE = {"num_experts", "shared_expert_intermediate_size", "accept_hidden_layer"}
+INT_CAP = 2**31 - 1
+COUNT_CAP = 4096  # the releases use at most 128 (experts); a build makes one module per unit of these
+_COUNTS = {"num_hidden_layers", "depth", "encoder_layers", "num_experts", "num_experts_per_tok", "num_attention_heads",
+           "num_key_value_heads", "num_heads", "encoder_attention_heads", "num_code_groups", "num_quantizers",
+           "enc_res2net_scale", "accept_hidden_layer"}
 _FLOAT_RANGES = {  # name -> (lowest, highest, lowest allowed?, what to say)
     "router_aux_loss_coef": (0.0, math.inf, True, "a number >= 0"),
     "dropout": (0.0, 1.0, True, "a number in [0, 1)"),
@@ -58,6 +64,8 @@ class Section:
             raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
         d = dict(d)
         mt = d.get("model_type")
+        if mt is not None and not isinstance(mt, str):
+            raise ConfigError(f"{where}.model_type must be a string, got {mt!r}")
         if cls.MODEL_TYPES and mt not in (None, "", *cls.MODEL_TYPES):
             raise ConfigError(
                 f"{where}: model_type is {mt!r}, expected one of {list(cls.MODEL_TYPES)}; "
@@ -178,6 +186,9 @@ def check_field(where: str, name: str, value, tp) -> None:
     else:
         ok = isinstance(value, kind)
     if not ok:
+        cap = COUNT_CAP if name in _COUNTS else INT_CAP
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            what += f" of at most {cap}"
         raise ConfigError(f"{where}.{name} must be {what}, got {value!r}{hint}")
 
 
@@ -200,7 +211,7 @@ def _non_negative(name: str) -> bool:
 
 
 def _int_ok(name: str, value: int) -> bool:
-    return value >= 0 if _non_negative(name) else value > 0
+    return (value >= 0 if _non_negative(name) else value > 0) and value <= (COUNT_CAP if name in _COUNTS else INT_CAP)
 
 
 def _float_ok(name: str, value) -> bool:
@@ -209,7 +220,8 @@ def _float_ok(name: str, value) -> bool:
 
 
 def _positive_ints(items, allow_zero: bool = False) -> bool:
-    return all(isinstance(x, int) and not isinstance(x, bool) and (x >= 0 if allow_zero else x > 0) for x in items)
+    return len(items) <= COUNT_CAP and all(isinstance(x, int) and not isinstance(x, bool) and
+                                           (x >= 0 if allow_zero else x > 0) and x <= INT_CAP for x in items)
 
 
 def _list_ok(name: str, value: list) -> bool:

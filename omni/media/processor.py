@@ -171,7 +171,7 @@ class Processor:
           and ``video_audio`` (one waveform or None per video, for ``use_audio_in_video``).
         Audio is a file path, an ``(array, rate)`` pair, or an array at ``sampling_rate`` (16 kHz by default).
         """
-        if padding_side not in ("left", "right"):
+        if not isinstance(padding_side, str) or padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         use_audio_in_video = boolean("use_audio_in_video", use_audio_in_video)
         add_generation_prompt = boolean("add_generation_prompt", add_generation_prompt)
@@ -184,7 +184,7 @@ class Processor:
             texts, images, videos, audio, video_audio = self._from_conversations(messages, add_generation_prompt,
                                                                                  use_audio_in_video)
         else:
-            texts = [text] if isinstance(text, str) else list(text)
+            texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
             if not texts or not all(isinstance(t, str) for t in texts):
                 raise InputError("text must be a string or a non-empty list of strings")
             images, videos, audio = _flat(images, "image"), _flat(videos, "video"), _flat(audio, "audio")

@@ -231,6 +231,8 @@ class Code2Wav(nn.Module):
                 f"codes have {codes.shape[1]} codebooks on axis 1, this Code2Wav expects {c.num_quantizers} "
                 f"(shape (batch, {c.num_quantizers}, frames)); transpose if frames came first"
             )
+        if codes.shape[0] == 0:
+            raise InputError("codes hold no sequence (batch size 0)")
         codes = codes.long()  # small integer dtypes would overflow in the range test below
         if codes.numel() and (codes.min() < 0 or codes.max() >= c.codebook_size):
             raise InputError(

@@ -206,7 +206,8 @@ def _sampling(options: dict) -> SpeechSampling:
         raise InputError(f"unknown speech option(s) {unknown}; choose from {sorted(names)}")
     s = SpeechSampling(**options)
     s.max_frames = integer("max_frames", s.max_frames, 1, what="a positive integer")
-    s.repetition_penalty = number("repetition_penalty", s.repetition_penalty, 0, low_open=True, what="> 0")
+    s.repetition_penalty = number("repetition_penalty", s.repetition_penalty, 1e-3, 1e3,
+                                  what="> 0 (in [0.001, 1000]; 1.0: none)")
     if s.code_do_sample is not None:
         s.code_do_sample = boolean("code_do_sample", s.code_do_sample)
     return s
