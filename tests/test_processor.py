@@ -84,7 +84,10 @@ def _reference(tokenizer_dir, videos_out=None):
 
 @pytest.fixture(scope="module")
 def processor(qwen_tokenizer_dir):
-    return Processor.from_pretrained(qwen_tokenizer_dir, chat_template=BUILTIN_TEMPLATE,
+    # the bare processor's flow with PIL resizing: what the reference assembled above runs (the cards' flow with
+    # torchvision resizing is compared in tests/test_card_flow.py)
+    return Processor.from_pretrained(qwen_tokenizer_dir, chat_template=BUILTIN_TEMPLATE, preprocess="processor",
+                                     resize_backend="pil",
                                      image_options={"patch_size": PATCH, "merge_size": MERGE,
                                                     "min_pixels": IMAGE_SIZE["shortest_edge"],
                                                     "max_pixels": IMAGE_SIZE["longest_edge"]},
@@ -275,7 +278,7 @@ def test_image_options_from_preprocessor_config(qwen_tokenizer_dir, tmp_path):
         "min_pixels": 16 * 16 * 4, "max_pixels": 16 * 16 * 12, "image_mean": [0.4, 0.5, 0.6],
         "image_std": [0.2, 0.3, 0.25], "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": 128,
     }))
-    ours = Processor.from_pretrained(d, merge_size=2)
+    ours = Processor.from_pretrained(d, merge_size=2, preprocess="processor", resize_backend="pil")  # as the reference
     assert ours.image_options["patch_size"] == 8
     ref = _reference(qwen_tokenizer_dir)
     ref.image_processor = Qwen2VLImageProcessorPil.from_pretrained(d)

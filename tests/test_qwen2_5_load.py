@@ -57,7 +57,8 @@ def test_load_with_processor_and_generate(tmp_path):
                  audio=[audio], videos=[np.concatenate([video, video])], video_audio=[np.tile(audio, 3)],
                  use_audio_in_video=True)
     batch["use_audio_in_video"] = True  # the positions follow the layout the processor chose
-    assert batch["pixel_values"].shape[1] == 3 * 2 * 14 * 14 and batch["input_features"].shape[-1] == 3000
+    # 14-pixel patches; audio padded to the 300 s of the release's feature extractor (chunk_length 300)
+    assert batch["pixel_values"].shape[1] == 3 * 2 * 14 * 14 and batch["input_features"].shape[-1] == 30000
     with torch.no_grad():
         out = model.thinker(**batch)
     assert out.logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(out.logits).all()

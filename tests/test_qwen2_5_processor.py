@@ -62,14 +62,15 @@ def test_processor_batch_follows_the_qwen2_5_rules(tokenizer):
     image, audio, video = synthetic_media()
     track = np.tile(audio, 5)  # 5 s of sound inside an 8-frame video
     video = np.concatenate([video, video])
-    proc = Processor(tokenizer, model_type="qwen2_5_omni", position_id_per_seconds=25)
+    proc = Processor(tokenizer, model_type="qwen2_5_omni", position_id_per_seconds=25, preprocess="processor",
+                     resize_backend="pil")
     t = tokenizer.token
     prompt = (f"a{t('vision_start')}{t('image_pad')}{t('vision_end')}b{t('audio_start')}{t('audio_pad')}"
               f"{t('audio_end')}c{t('vision_start')}{t('video_pad')}{t('vision_end')}d")
     batch = proc(text=[prompt], images=[image], audio=[audio], videos=[video], video_audio=[track],
                  use_audio_in_video=True)
-    # 30 s audio padding; 25 tokens per second
-    assert batch["input_features"].shape[-1] == 3000
+    # 300 s audio padding (chunk_length 300 in the release's preprocessor_config.json); 25 tokens per second
+    assert batch["input_features"].shape[-1] == 30000
     frames = batch["feature_attention_mask"].sum(-1)
     ids = batch["input_ids"][0]
     assert int((ids == tokenizer.token_id("audio_pad")).sum()) == int(pooled_audio_token_count(frames).sum()) == 25 + 125

@@ -18,13 +18,10 @@ Length: the official Qwen3-Omni processor calls the extractor with `padding=True
 no maximum: no 30 s (or 300 s) cut is applied here either. Long clips cost memory linearly; the encoder's
 attention is windowed, so they are fine for the model.
 
-Resampling: the official pipeline (qwen-omni-utils) loads with `librosa.load(..., sr=16000)`, i.e. libsoxr's
-high-quality mode. We do not pull in librosa/soxr: `resample` is a polyphase windowed-sinc resampler in torch
-(Kaiser window, beta 14.77, 64 zero crossings, cut-off at 0.9476 of the lower Nyquist rate: the classic
-"kaiser_best" design), one row of taps per output phase, applied as one strided conv1d (or, for ratios with
-thousands of phases, a blocked gather + dot product). Its passband error and stopband rejection are in the same class
-as soxr's HQ mode for speech, it needs nothing beyond torch, and it handles any pair of integer rates exactly
-(rational ratio, no drift).
+Reading and resampling follow the model cards' pipeline (qwen-omni-utils -> `librosa.load(..., sr=16000)`):
+channels are averaged in float32 before resampling; other rates go through soxr in its high-quality mode (librosa's
+default, so the samples are the same); files libsndfile cannot read (m4a, video sound tracks) are decoded through
+16-bit PCM, as audioread's ffmpeg reader delivers them.
 """
 
 from __future__ import annotations
@@ -149,6 +146,11 @@ def _read_file(path: str) -> tuple[np.ndarray, int]:
                      "`pip install soundfile av` reads wav/flac/ogg/mp3/m4a and video sound tracks")
 
 
+def _as_16_bit(x: np.ndarray) -> np.ndarray:
+    """Float samples through 16-bit PCM and back, as ffmpeg converts them (round to nearest, clip)."""
+    return (np.clip(np.rint(x.astype(np.float32) * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
+
+
 def _read_with_av(path: str) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of any container PyAV opens (mp3, m4a, aac, mp4/mkv/webm...)."""
     import av
@@ -163,7 +165,9 @@ def _read_with_av(path: str) -> tuple[np.ndarray, int]:
             data = frame.to_ndarray()  # planar (C, n) or packed (1, n * C)
             if not frame.format.is_planar:
                 data = data.reshape(-1, len(frame.layout.channels)).T
-            pieces.append(_pcm_to_float(data).mean(axis=0))  # (n,): channels averaged
+            # as the cards' pipeline reads such files (audioread through the ffmpeg CLI): 16-bit samples, then the
+            # channels averaged in float32
+            pieces.append(_as_16_bit(_pcm_to_float(data)).mean(axis=0, dtype=np.float32))  # (n,)
     if not pieces:
         raise MediaError(f"{path!r}: the audio stream decoded to no samples")
     return np.concatenate(pieces).astype(np.float32), int(rate)
@@ -173,65 +177,20 @@ def _read_with_av(path: str) -> tuple[np.ndarray, int]:
 # Resampling
 
 
-@lru_cache(maxsize=16)
-def _sinc_bank(orig: int, new: int, zeros: int = 64, rolloff: float = 0.9475937167399596,
-               beta: float = 14.769656459379492) -> tuple[torch.Tensor, int]:
-    """Filter bank (new, 2W+1) for the reduced ratio orig -> new, one row per output phase, and W.
-
-    Output sample k sits at input time k * orig / new; its phase k % new fixes where that time falls between two
-    input samples, so `new` rows of taps serve every output.
-    """
-    c = min(orig, new) * rolloff / orig  # cut-off in cycles per input sample, x2 (1 = input Nyquist)
-    W = math.ceil(zeros / c)  # input samples each side of an output sample
-    frac = (torch.arange(new, dtype=torch.float64) * orig % new) / new  # (new,) fractional input position
-    d = torch.arange(-W, W + 1, dtype=torch.float64)[None] - frac[:, None]  # (new, 2W+1) tap offsets, samples
-    t = (d * c).clamp(-zeros, zeros)  # in zero crossings of the sinc
-    window = torch.special.i0(beta * torch.sqrt(1 - (t / zeros) ** 2)) / torch.special.i0(torch.tensor(beta))
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
-    return (sinc * window * c).float(), W
-
-
 def resample(wave, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Band-limited resampling of a 1-D signal (numpy or torch) from orig_sr to new_sr; ceil(N * new / orig) out."""
+    """Resample a 1-D signal (numpy or torch) from orig_sr to new_sr as the model cards' pipeline does: librosa's
+    default, soxr in its high-quality mode, then cut or zero-padded to ceil(N * new / orig) samples."""
     _check_rate(orig_sr, "orig_sr")
     _check_rate(new_sr, "new_sr")
-    x = wave.detach().float().cpu().flatten() if torch.is_tensor(wave) else torch.from_numpy(
-        np.ascontiguousarray(wave, dtype=np.float32).reshape(-1))
-    g = math.gcd(int(orig_sr), int(new_sr))
-    orig, new = int(orig_sr) // g, int(new_sr) // g
-    if orig == new:
-        return x.numpy().copy()
-    bank, W = _sinc_bank(orig, new)
-    n = x.shape[0]
-    n_out = math.ceil(new * n / orig)
-    xp = F.pad(x, (W, W + 1 + orig))  # zeros beyond both ends
-    offset = torch.arange(new) * orig // new  # (new,) where phase p's taps start inside a block of orig inputs
-    if new * (orig + 2 * W + 1) <= 1 << 22:
-        # usual rates (44.1k, 48k, 22.05k, 8k...): one strided conv1d. Block m of `orig` inputs makes outputs
-        # m*new .. m*new+new-1; phase p's taps sit at offset[p] inside a kernel of orig + 2W + 1 taps.
-        K = orig + 2 * W + 1
-        kernel = torch.zeros(new, K)
-        cols = offset[:, None] + torch.arange(2 * W + 1)
-        kernel.scatter_(1, cols, bank)
-        blocks = (xp.shape[0] - K) // orig + 1
-        # a few million outputs per call: one conv over a 20-minute clip needs several times the clip in scratch
-        step = max(1, (1 << 22) // new)
-        out = torch.cat([
-            F.conv1d(xp[b * orig: (min(b + step, blocks) - 1) * orig + K].view(1, 1, -1), kernel[:, None],
-                     stride=orig)[0]  # (new, blocks in this piece)
-            for b in range(0, blocks, step)
-        ], dim=1)
-        return out.t().reshape(-1)[:n_out].contiguous().numpy()
-    # rare ratios with many phases (e.g. 16001 -> 16000): gather the taps of each output in blocks instead
-    taps = torch.arange(2 * W + 1)
-    out = torch.empty(n_out)
-    step = max(1, (1 << 22) // (2 * W + 1))  # outputs per block: bounds the gathered (block, taps) matrix
-    for s in range(0, n_out, step):
-        k = torch.arange(s, min(s + step, n_out))
-        base = k * orig // new  # input sample at or before output k (exact integer arithmetic)
-        out[s: s + len(k)] = (xp[base[:, None] + taps] * bank[k % new]).sum(-1)
-    return out.numpy()
+    import soxr
+
+    x = wave.detach().float().cpu().numpy().reshape(-1) if torch.is_tensor(wave) else \
+        np.ascontiguousarray(wave, dtype=np.float32).reshape(-1)
+    if int(orig_sr) == int(new_sr):
+        return x.copy()
+    y = soxr.resample(x, int(orig_sr), int(new_sr), quality="soxr_hq")
+    n = math.ceil(len(x) * float(new_sr) / int(orig_sr))
+    return np.ascontiguousarray(y[:n] if len(y) >= n else np.pad(y, (0, n - len(y))), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,8 +8,11 @@ patch 16, merge 2, temporal patch 2, 3136..12845056 pixels, mean = std = 0.5):
 
 - Colour: every mode becomes RGB. Modes with transparency (RGBA, LA, PA, P with a transparent index) are
   composited onto white first, so transparent areas do not turn black; CMYK, P, L, 1, ... use PIL's conversion.
-- Resampling is PIL's bicubic filter on the uint8 image, which is what the reference PIL processor runs, so
-  the output is bit-identical to it (no torchvision needed).
+- Resampling: `resize_backend="torch"` runs torch's antialiased bicubic kernel on the uint8 tensor, the one
+  torchvision runs for `Qwen2VLImageProcessor` (the class the releases' processors use by default), bit for bit;
+  "pil" runs PIL's bicubic filter, as `Qwen2VLImageProcessorPil` does. Neither needs torchvision.
+- The model cards' pipeline resizes twice: qwen-omni-utils first (`card_resize`: factor 28, PIL), then the
+  processor; `card_resize_first=True` does the same.
 - Float arrays / tensors are read as values in [0, 1] and rounded to uint8 (so `x / 255` of a uint8 image gives
   exactly the uint8 result); uint16 ones (and 16-bit PIL images) are scaled by 255 / 65535; other integer ones
   must already be in 0..255. Nothing is clipped: out-of-range values are refused.
@@ -196,12 +199,50 @@ def _size(rgb: Image.Image | np.ndarray) -> tuple[int, int]:
 # -- resize, normalise, patchify ------------------------------------------------------------------------------------
 
 
-def resize_rgb(rgb: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
-    """PIL bicubic resize of an (H, W, 3) uint8 image or RGB PIL image -> (height, width, 3) uint8 array."""
+RESIZE_BACKENDS = ("torch", "pil")
+
+
+def resize_rgb(rgb: np.ndarray | Image.Image, height: int, width: int, backend: str = "pil") -> np.ndarray:
+    """Bicubic resize of an (H, W, 3) uint8 image or RGB PIL image -> (height, width, 3) uint8 array.
+
+    backend "pil": PIL's filter (`Qwen2VLImageProcessorPil`, and qwen-omni-utils' own resize); "torch": antialiased
+    bicubic on the uint8 tensor, the kernel torchvision runs (`Qwen2VLImageProcessor`, the processors' default)."""
+    if backend not in RESIZE_BACKENDS:
+        raise ConfigError(f"resize_backend must be one of {list(RESIZE_BACKENDS)}, got {backend!r}")
     if _size(rgb) == (height, width):
         return np.asarray(rgb)
+    if backend == "torch":
+        x = torch.tensor(np.asarray(rgb)).permute(2, 0, 1)[None].contiguous()  # a copy: PIL arrays are read-only
+        return resize_frames(x, height, width)[0].permute(1, 2, 0).numpy()
     img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
     return np.asarray(img.resize((width, height), resample=Image.Resampling.BICUBIC))
+
+
+def resize_frames(frames: torch.Tensor, height: int, width: int, native_uint8: bool = True) -> torch.Tensor:
+    """(F, C, H, W) uint8 or float frames -> (F, C, height, width), antialiased bicubic as torchvision resizes
+    tensors. uint8: through torch's native uint8 kernel (torchvision's v2 API, the processors), or
+    `native_uint8=False` in float, clamped and rounded (its v1 API, which qwen-omni-utils calls): the two differ by
+    up to 17 levels on sharp edges. Floats stay floats (not clamped)."""
+    if tuple(frames.shape[-2:]) == (height, width):
+        return frames
+    resize = lambda x: torch.nn.functional.interpolate(  # noqa: E731
+        x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    if frames.dtype == torch.uint8 and not native_uint8:
+        return resize(frames.float()).clamp_(0, 255).round_().to(torch.uint8)
+    return resize(frames)
+
+
+# The model cards' pipeline resizes every image twice: qwen-omni-utils first, at factor 28 (its default
+# image_patch_size 14 x merge 2, whatever the release; 4..16384 tokens of 28x28 pixels; PIL bicubic), then the
+# release's processor at its own factor (32 for Qwen3-Omni).
+CARD_FACTOR = 28
+CARD_MIN_PIXELS, CARD_MAX_PIXELS = 4 * CARD_FACTOR**2, 16384 * CARD_FACTOR**2
+
+
+def card_resize(rgb: np.ndarray | Image.Image) -> np.ndarray | Image.Image:
+    """qwen-omni-utils' resize of an image (the first of the cards' two)."""
+    h, w = smart_resize(*_size(rgb), CARD_FACTOR, CARD_MIN_PIXELS, CARD_MAX_PIXELS)
+    return resize_rgb(rgb, h, w, backend="pil")
 
 
 def normalize_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -250,18 +291,26 @@ def _as_list(images) -> list:
 
 def preprocess_images(images, *, patch_size: int = PATCH_SIZE, merge_size: int = MERGE_SIZE,
                       temporal_patch_size: int = TEMPORAL_PATCH_SIZE, min_pixels: int = MIN_PIXELS,
-                      max_pixels: int = MAX_PIXELS, image_mean=IMAGE_MEAN, image_std=IMAGE_STD) -> dict:
-    """One image or a list of them -> {"pixel_values": (N, 3*T*P*P) float32, "image_grid_thw": (n, 3) long}."""
+                      max_pixels: int = MAX_PIXELS, image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
+                      card_resize_first: bool = False, resize_backend: str = "pil") -> dict:
+    """One image or a list of them -> {"pixel_values": (N, 3*T*P*P) float32, "image_grid_thw": (n, 3) long}.
+
+    card_resize_first: resize as qwen-omni-utils does first (the model cards' pipeline). resize_backend: "pil" or
+    "torch" (torchvision's kernel) for the processor's resize."""
     items = _as_list(images)
     if not items:
         raise MediaError("no images given; pass an image or a non-empty list of images")
+    if resize_backend not in RESIZE_BACKENDS:
+        raise ConfigError(f"resize_backend must be one of {list(RESIZE_BACKENDS)}, got {resize_backend!r}")
     table = normalize_table(image_mean, image_std)
     factor = patch_size * merge_size
     pixels, grids = [], []
     for i, item in enumerate(items):
         rgb = open_rgb(item, f"image {i}")
+        if card_resize_first:
+            rgb = card_resize(rgb)
         h, w = smart_resize(*_size(rgb), factor, min_pixels, max_pixels)
-        frame = normalize(resize_rgb(rgb, h, w), table)  # (3, h, w)
+        frame = normalize(resize_rgb(rgb, h, w, resize_backend), table)  # (3, h, w)
         frames = frame[None].expand(temporal_patch_size, -1, -1, -1)  # a still image is one temporal patch
         patches, grid = patchify(frames, patch_size, merge_size, temporal_patch_size)
         pixels.append(patches)
@@ -325,4 +374,7 @@ def media_options(directory: str) -> dict:
         options["image_options"] = image_options
     if video_options:
         options["video_options"] = video_options
+    samples = pre.get("n_samples") or (pre.get("chunk_length") or 0) * (pre.get("sampling_rate") or 16000)
+    if isinstance(samples, (int, float)) and not isinstance(samples, bool) and samples > 0:
+        options["audio_samples"] = int(samples)  # the feature extractor's length (used where the release pads to it)
     return options

@@ -36,7 +36,7 @@ import re
 
 import torch
 
-from ..checks import boolean, integer, number
+from ..checks import boolean, integer, number, string
 from ..errors import ConfigError, InputError
 from ..files import atomic_write
 from ..interleave import interleave_tokens_by_chunks, interleave_tokens_by_time
@@ -45,6 +45,7 @@ from .chat import MEDIA_TYPES, check_chat_template, check_messages, load_chat_te
 from .text import TextTokenizer
 
 IGNORE_INDEX = -100  # label value the loss skips
+PREPROCESS = ("card", "processor")  # the model cards' flow, the bare official processor
 
 
 def _flat(items, what: str) -> list:
@@ -65,60 +66,51 @@ def _flat(items, what: str) -> list:
 class Processor:
     """Text tokenizer + chat template + image/video/audio preprocessing, with the official placeholder layout.
 
-    Options (None: the release's default, `Release.processor_defaults`): ``merge_size`` (2x2 patch merge),
-    ``n_window`` (audio chunk half-size in frames), ``position_id_per_seconds`` (temporal positions per second,
-    used to interleave a video with its audio), ``video_fps`` (the sampling rate of the given frames; the official
-    Qwen3 processor assumes 1.0 when none is given), ``sampling_rate`` (16 kHz audio), and per-modality keyword
-    dicts ``image_options``, ``video_options``, ``audio_options`` handed to the preprocessing functions (on top of
-    the release's). ``model_type`` picks the release; ``seconds_per_chunk`` is the audio-in-video chunk of a
-    release that interleaves by chunks.
+    Options (None: the release's default, `Release.processor_defaults`): ``preprocess`` ("card": the model cards'
+    qwen-omni-utils + processor flow; "processor": the bare processor; docs/positions.md), ``resize_backend``
+    ("torch": torchvision's kernel, the processors' default; "pil"), ``merge_size``, ``n_window`` (audio chunk
+    half-size in frames), ``position_id_per_seconds``, ``video_fps`` (the rate the processor is told; with
+    "processor" it also samples files), ``sampling_rate`` of bare audio arrays, and keyword dicts ``image_options``,
+    ``video_options``, ``audio_options`` for the media functions (on top of the release's). ``model_type`` picks
+    the release; ``seconds_per_chunk`` is the audio-in-video chunk of a release that interleaves by chunks.
     """
 
     def __init__(self, tokenizer: TextTokenizer, *, chat_template: str | None = None, merge_size: int = 2,
                  n_window: int | None = None, position_id_per_seconds: float | None = None,
                  video_fps: float | None = None, sampling_rate: int = 16000, image_options: dict | None = None,
                  video_options: dict | None = None, audio_options: dict | None = None,
-                 model_type: str = "qwen3_omni_moe", seconds_per_chunk: float = 2.0):
+                 model_type: str = "qwen3_omni_moe", seconds_per_chunk: float = 2.0, preprocess: str = "card",
+                 resize_backend: str = "torch"):
         if not isinstance(tokenizer, TextTokenizer):
             raise ConfigError(f"Processor needs an omni TextTokenizer, got {type(tokenizer).__name__}")
-        if not isinstance(model_type, str):
-            raise ConfigError(f"Processor model_type must be a config.json model_type string, got {model_type!r}")
-        release = release_of(model_type)
+        release = release_of(string("model_type", model_type, error=ConfigError))
         defaults = release.processor_defaults
-        self.model_type, self.seconds_per_chunk = model_type, seconds_per_chunk
+        self.model_type, self.preprocess = model_type, string("preprocess", preprocess, PREPROCESS, ConfigError)
+        self.resize_backend = string("resize_backend", resize_backend, ("torch", "pil"), ConfigError)
         self.audio_token_count, self.av_chunks = release.audio_token_count, release.time_rules.av_chunks
+        options = {}
         for name, value in (("image_options", image_options), ("video_options", video_options),
                             ("audio_options", audio_options)):
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"{name} must be a dict of keyword options, got {type(value).__name__}")
-        image_options = {**defaults.get("image_options", {}), **(image_options or {})}
-        video_options = {**defaults.get("video_options", {}), **(video_options or {})}
-        audio_options = {**defaults.get("audio_options", {}), **(audio_options or {})}
+            options[name] = {**defaults.get(name, {}), **(value or {})}
+        self.image_options, self.video_options, self.audio_options = options.values()
         video_fps = defaults.get("video_fps") if video_fps is None else video_fps
-        n_window = defaults["n_window"] if n_window is None else n_window
-        if position_id_per_seconds is None:
-            position_id_per_seconds = defaults["position_id_per_seconds"]
-        merge_size = integer("merge_size", merge_size, 1, error=ConfigError)
-        n_window = integer("n_window", n_window, 1, error=ConfigError)
-        position_id_per_seconds = number("position_id_per_seconds", position_id_per_seconds, 0, low_open=True,
-                                         error=ConfigError)
-        seconds_per_chunk = number("seconds_per_chunk", seconds_per_chunk, 0, low_open=True, error=ConfigError)
-        self.seconds_per_chunk = seconds_per_chunk
-        if video_fps is not None:
-            video_fps = number("video_fps", video_fps, 0, low_open=True, error=ConfigError)
-        sampling_rate = integer("sampling_rate", sampling_rate, 1, 1_000_000, error=ConfigError)
+        self.video_fps = None if video_fps is None else number("video_fps", video_fps, 0, low_open=True,
+                                                                error=ConfigError)
+        self.merge_size = integer("merge_size", merge_size, 1, error=ConfigError)
+        self.n_window = integer("n_window", defaults["n_window"] if n_window is None else n_window, 1,
+                                error=ConfigError)
+        pps = defaults["position_id_per_seconds"] if position_id_per_seconds is None else position_id_per_seconds
+        self.position_id_per_seconds = number("position_id_per_seconds", pps, 0, low_open=True, error=ConfigError)
+        self.seconds_per_chunk = number("seconds_per_chunk", seconds_per_chunk, 0, low_open=True, error=ConfigError)
+        self.sampling_rate = integer("sampling_rate", sampling_rate, 1, 1_000_000, error=ConfigError)
         if chat_template is not None and not isinstance(chat_template, str):
             raise ConfigError(f"chat_template must be a jinja template string, got {type(chat_template).__name__}")
         self.tokenizer = tokenizer
         self.chat_template = chat_template or tokenizer.chat_template
         if self.chat_template:
             check_chat_template(self.chat_template)  # a broken template fails at load, not at the first request
-        self.merge_size, self.n_window = merge_size, n_window
-        self.position_id_per_seconds, self.video_fps = position_id_per_seconds, video_fps
-        self.sampling_rate = sampling_rate
-        self.image_options = dict(image_options or {})
-        self.video_options = dict(video_options or {})
-        self.audio_options = dict(audio_options or {})
         t = tokenizer.token
         self.image_token, self.video_token, self.audio_token = t("image_pad"), t("video_pad"), t("audio_pad")
         self.audio_start, self.audio_end = t("audio_start"), t("audio_end")
@@ -146,6 +138,10 @@ class Processor:
                 if value is not None:
                     options[key] = value
         options.update(_media_module("image").media_options(directory))
+        samples = options.pop("audio_samples", None)
+        release = release_of(options.get("model_type", "qwen3_omni_moe"))
+        if samples is not None and "max_samples" in release.processor_defaults.get("audio_options", {}):
+            options["audio_options"] = {"max_samples": samples}  # a release that pads / cuts audio: to the file's
         options.update(overrides)
         return cls(tokenizer, **options)
 
@@ -326,7 +322,9 @@ class Processor:
         if not images:
             return []
         image = _media_module("image")
-        out = image.preprocess_images(images, **{"merge_size": self.merge_size, **self.image_options})
+        options = {"merge_size": self.merge_size, "card_resize_first": self.preprocess == "card",
+                   "resize_backend": self.resize_backend, **self.image_options}
+        out = image.preprocess_images(images, **options)
         batch["pixel_values"], batch["image_grid_thw"] = out["pixel_values"], out["image_grid_thw"]
         return [image.num_vision_tokens(g, self.merge_size) for g in out["image_grid_thw"]]
 
@@ -334,7 +332,8 @@ class Processor:
         if not videos:
             return []
         video = _media_module("video")
-        options = {"merge_size": self.merge_size, **self.video_options}
+        options = {"merge_size": self.merge_size, "pipeline": self.preprocess, "resize_backend": self.resize_backend,
+                   **self.video_options}
         if self.video_fps is not None:
             options.setdefault("fps", self.video_fps)
         # video_second_per_grid = temporal_patch_size / fps, with the official 1.0 fps when none is given

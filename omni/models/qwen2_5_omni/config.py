@@ -272,8 +272,10 @@ MEDIA_DEFAULTS = {
 }
 PROCESSOR_DEFAULTS = {
     "n_window": 100, "position_id_per_seconds": 25,
-    "image_options": MEDIA_DEFAULTS, "video_options": MEDIA_DEFAULTS,
-    "audio_options": {"max_samples": 30 * 16000},  # audio is padded / cut to 30 s
+    "image_options": MEDIA_DEFAULTS,
+    "video_options": {**MEDIA_DEFAULTS, "min_pixels": 128 * 28 * 28, "max_pixels": 768 * 28 * 28},  # 28-pixel units
+    # its feature extractor pads / cuts to n_samples (300 s in the release's preprocessor_config.json)
+    "audio_options": {"max_samples": 300 * 16000},
     "video_fps": 2.0,  # the official processor's rate when none is given
 }
 
