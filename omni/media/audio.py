@@ -65,8 +65,10 @@ def load_audio(src, sr: int = SAMPLE_RATE, *, orig_sr: int | None = None,
     if isinstance(src, tuple) and len(src) == 2 and not isinstance(src[1], (np.ndarray, torch.Tensor)):
         src, orig_sr = src
     if isinstance(src, (str, os.PathLike)):
-        wave, orig_sr = _read_file(os.fspath(src))
-        where = os.fspath(src)
+        from .image import local_path
+
+        where = local_path(src, "audio")
+        wave, orig_sr = _read_file(where)
     elif isinstance(src, (np.ndarray, torch.Tensor, list)):
         if orig_sr is None:
             raise MediaError("load_audio got an array without its sample rate: pass orig_sr=<Hz> "

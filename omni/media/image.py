@@ -81,6 +81,17 @@ def num_vision_tokens(grid_thw, merge_size: int = MERGE_SIZE):
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # one band, more than 8 bits: PIL would clip to 255
 
 
+def local_path(src, what: str) -> str:
+    """A media path as the ecosystem writes it (`file://` prefixes allowed); URLs are refused: omni reads no network."""
+    path = os.fspath(src)
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    if path.split("://", 1)[0].lower() in ("http", "https", "ftp", "s3", "gs") and "://" in path:
+        raise MediaError(f"{what}: {path!r} is a URL; omni does not download media: fetch it and pass the local file "
+                         "(or the decoded image / array)")
+    return path
+
+
 def _pil_to_rgb(img: Image.Image) -> Image.Image:
     """An RGB PIL image (kept in PIL: a huge image is resized before any numpy copy of it is made)."""
     if img.mode in _WIDE_MODES:  # scaled by its bit depth through numpy (PIL's own conversion saturates at 255)
@@ -145,7 +156,7 @@ def open_rgb(image, what: str = "image") -> Image.Image | np.ndarray:
     """Like `load_rgb`, but files and PIL images stay an RGB PIL image, so `resize_rgb` can shrink a very large
     one without first copying it into numpy (a 100-megapixel photo is 300 MB per copy)."""
     if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
+        path = local_path(image, what)
         try:
             with Image.open(path) as img:
                 img.load()  # decode now so a truncated file fails here, not later

@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..errors import InputError, MediaError
 from .image import (
-    CARD_FACTOR, IMAGE_MEAN, IMAGE_STD, MERGE_SIZE, PATCH_SIZE, RESIZE_BACKENDS, TEMPORAL_PATCH_SIZE, load_rgb,
+    CARD_FACTOR, IMAGE_MEAN, IMAGE_STD, MERGE_SIZE, PATCH_SIZE, RESIZE_BACKENDS, TEMPORAL_PATCH_SIZE, load_rgb, local_path,
     normalize, normalize_table, patchify, resize_frames, resize_rgb, smart_resize,
 )
 
@@ -96,7 +96,7 @@ def read_video(path, pick=None) -> tuple[list[np.ndarray], float | None]:
         import av
     except ImportError:
         raise MediaError("reading video files needs PyAV: pip install av (or pass the frames as an array)") from None
-    path = os.fspath(path)
+    path = local_path(path, "video")
     if not os.path.isfile(path):
         raise MediaError(f"no such video file {path!r}")
     try:

@@ -105,3 +105,27 @@ def test_token_ids_outside_the_vocabulary(tiny_model, ids, fragments):
     for fragment in fragments:
         assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
     assert tiny_model.thinker(input_ids=torch.tensor([[5, 6]])).logits.shape == (1, 2, 512)
+
+
+@pytest.mark.parametrize("kind", ["image", "audio", "video"])
+def test_urls_are_refused_offline_and_file_urls_read(tmp_path, kind):
+    """Media as the ecosystem writes them: an http(s) URL is a named error (omni reads no network), a file:// path
+    is the file."""
+    from PIL import Image
+
+    from omni.errors import MediaError
+    from omni.media.audio import load_audio
+    from omni.media.image import load_rgb
+    from omni.media.video import preprocess_videos
+
+    read = {"image": load_rgb, "audio": load_audio, "video": preprocess_videos}[kind]
+    with pytest.raises(MediaError, match="is a URL; omni does not download media"):
+        read(f"https://example.com/x.{kind}")
+    if kind == "image":
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "x.png")
+        assert load_rgb(f"file://{tmp_path / 'x.png'}")[0, 0].tolist() == [1, 2, 3]
+    elif kind == "audio":
+        import soundfile
+
+        soundfile.write(tmp_path / "x.wav", np.zeros(1600, np.float32), 16000)
+        assert load_audio(f"file://{tmp_path / 'x.wav'}").shape == (1600,)
