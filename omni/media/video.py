@@ -123,7 +123,7 @@ def read_video(path, pick=None) -> tuple[list[np.ndarray], float | None]:
 def _frames_of(video, what: str) -> torch.Tensor:
     """A video in memory -> (F, 3, H, W) uint8, or float32 on the 0..255 scale for float input."""
     if isinstance(video, (np.ndarray, torch.Tensor)):
-        t = torch.as_tensor(video)
+        raw = t = torch.as_tensor(video)
         if t.dim() != 4:
             kind = "array is (frames, H, W, C)" if isinstance(video, np.ndarray) else "tensor is (frames, C, H, W)"
             raise MediaError(f"{what} has shape {tuple(t.shape)}; a video {kind}")
@@ -135,7 +135,7 @@ def _frames_of(video, what: str) -> torch.Tensor:
                 raise MediaError(f"{what} is a float video with values outside 0..255 (or NaN)")
             if t.shape[1] == 3 and t.numel():  # 0..1 frames are uint8 images scaled down; 0..255 ones stay floats
                 return (t * 255).round().to(torch.uint8) if float(t.max()) <= 1 else t.contiguous()
-        frames = [f.permute(1, 2, 0) if isinstance(video, torch.Tensor) else f for f in torch.as_tensor(video)]
+        frames = [f.permute(1, 2, 0) if isinstance(video, torch.Tensor) else f for f in raw]
         return _stack([load_rgb(f.numpy(), f"{what} frame {i}") for i, f in enumerate(frames)], what)
     if isinstance(video, (list, tuple)):
         return _stack([load_rgb(f, f"{what} frame {i}") for i, f in enumerate(video)], what)

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from ..config import AudioConfig
 from ..errors import InputError
 from .attention import packed_attention, segment_groups
 from .checkpointing import call_block
