@@ -46,6 +46,8 @@ class Release:
     spoken_reply: Callable  # (model, batch, reply, voice, thinker_eos_token_ids, **options) -> (codes, audio, lengths)
     stream_speech: Callable | None  # (model, batch, reply ids, voice, options, chunk, eos) -> waveform pieces; None: n/a
     speech_length_option: str  # the speech option that caps its length ("max_frames" / "max_new_tokens")
+    # its training.py (speech_loss, check_codes, text_steps: omni.training.speech); None: no speech training
+    speech_training: Any = None
 
     processor_defaults: dict = field(default_factory=dict)  # omni.Processor keyword defaults of this release
     # files beside the weights that only this release has: after_load(model, directory) once the weights are in,

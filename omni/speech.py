@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import torch
 
 from .errors import InputError
+from .nn.losses import IGNORE
 from .positions import next_position_ids
 from .release import release_of
 from .thinker import MEDIA_KEYS
@@ -35,6 +36,8 @@ class TalkerOutput:
     logits: torch.Tensor  # (B, T, codec vocab)
     hidden: torch.Tensor  # (B, T, D) after the final norm (Qwen3-Omni's code predictor starts from it)
     router_logits: tuple | None = None
+    loss: torch.Tensor | None = None  # with `labels`: next-code cross-entropy (+ router aux loss, Qwen3-Omni)
+    aux_loss: torch.Tensor | None = None  # the router load-balancing loss, with output_router_logits (Qwen3-Omni)
 
 
 @dataclass
@@ -57,11 +60,11 @@ class SpeechCodes:
     lengths: torch.Tensor  # (B,) frames / codes before each row's stop code
 
 
-@torch.no_grad()
 def reread_reply(thinker, batch: dict, new_tokens: torch.Tensor):
     """Run the Thinker over prompt + reply with hidden states: what either release's Talker conditions on.
 
     The last reply token is never fed back to the Thinker while generating, so the re-read stops before it.
+    Runs with whatever grad mode the caller set (speech generation: none; training the Thinker jointly: on).
     Returns (Thinker output, prompt attention mask (B, T), the media layout `build_talker_inputs` takes)."""
     input_ids = batch["input_ids"]
     mask = batch.get("attention_mask")
@@ -115,6 +118,46 @@ def talker_steps(talker, inputs: TalkerInputs, max_steps: int, pick: Callable, e
         position_ids = next_position_ids(inputs.rope_deltas, mask.sum(-1, keepdim=True))
         mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
         out = talker(x, position_ids, mask, cache)
+
+
+@dataclass
+class SpeechLoss:
+    """The speech side's training loss: loss = talker + router_aux_loss_coef * aux + code_predictor."""
+
+    loss: torch.Tensor
+    talker: torch.Tensor  # next-code cross-entropy of the Talker's codec head (code 0 of each frame; the code)
+    code_predictor: torch.Tensor | None = None  # cross-entropy of codes 1..G-1 (Qwen3-Omni)
+    aux: torch.Tensor | None = None  # router load-balancing loss (MoE Talker), before its coefficient
+
+
+def teacher_forced(inputs: TalkerInputs, step_embeds: torch.Tensor, lengths: torch.Tensor):
+    """The Talker's whole input when the codes it should say are known, for one causal pass.
+
+    Position T+s holds what `talker_steps` feeds after step s: the embedding of step s's codes plus the text track
+    at s, at position (real prompt tokens + s + rope delta). The logits at T-1+s then score step s's code, exactly
+    as decoding would see them. step_embeds (B, F, D); lengths (B,) real steps per row (the rest is masked).
+    Returns (embeds (B, T + F, D), attention_mask (B, T + F), position_ids (3, B, T + F))."""
+    B, T, _ = inputs.embeds.shape
+    F = step_embeds.shape[1]
+    text = inputs.trailing[:, :F]
+    if text.shape[1] < F:  # past the reply the text track is the pad vector
+        text = torch.cat([text, inputs.pad_embed.expand(B, F - text.shape[1], -1)], 1)
+    embeds = torch.cat([inputs.embeds, step_embeds + text.to(step_embeds.dtype)], 1)
+    real = torch.arange(F, device=lengths.device)[None] < lengths[:, None]  # (B, F)
+    mask = torch.cat([inputs.attention_mask, real.to(inputs.attention_mask.dtype)], 1)
+    steps = next_position_ids(inputs.rope_deltas, inputs.attention_mask.sum(-1, keepdim=True), F)
+    position_ids = torch.cat([inputs.position_ids.float(), steps.float()], 2)
+    return embeds, mask, position_ids
+
+
+def step_targets(codes: torch.Tensor, lengths: torch.Tensor, end: int) -> torch.Tensor:
+    """What the Talker should say at each of F + 1 steps: codes (B, F) up to each row's length, then the end code,
+    then -100 (not scored): (B, F + 1), aligned with the logits at positions T-1 .. T-1+F of `teacher_forced`."""
+    B, F = codes.shape
+    step = torch.arange(F + 1, device=codes.device)[None]
+    padded = torch.cat([codes, codes.new_full((B, 1), IGNORE)], 1)
+    targets = torch.where(step < lengths[:, None], padded, IGNORE)
+    return torch.where(step == lengths[:, None], end, targets)
 
 
 def check_speech_length(decoder, inputs: TalkerInputs, max_steps: int, option: str) -> None:

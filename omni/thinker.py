@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ThinkerConfig
 from .errors import InputError
 from .nn import Decoder
 from .nn.linear import Linear
+from .nn.losses import causal_lm_loss
 from .nn.moe import load_balancing_loss
 from .positions import rope_index_from_config
 from .release import release_of
@@ -40,13 +40,6 @@ class ThinkerOutput:
     hidden_states: tuple | None = None  # embeddings, then each layer's output (last one after the final norm)
     router_logits: tuple | None = None
     rope_deltas: torch.Tensor | None = None  # (B, 1): next position = cache length + delta
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labels that are not -100."""
-    logits = logits[:, :-1].float()
-    labels = labels[:, 1:].to(logits.device)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
 class Thinker(nn.Module):

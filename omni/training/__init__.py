@@ -7,10 +7,14 @@
 The loss is the Thinker's own: `model.thinker(**batch, labels=..., output_router_logits=True).loss` is the causal
 LM loss plus `router_aux_loss_coef` times the router load-balancing loss, as in the reference. See docs/training.md.
 `peft` is imported only when LoRA is used.
+
+    speech.py       the speech side's loss: `speech_loss(model, batch, reply, codes)` (Talker + code predictor)
 """
 
+from .speech import speech_loss
 from .switches import COMPONENTS, component, freeze, set_gradient_checkpointing, trainable_parameters, unfreeze
 
 __all__ = [
     "COMPONENTS", "component", "freeze", "unfreeze", "set_gradient_checkpointing", "trainable_parameters",
+    "speech_loss",
 ]

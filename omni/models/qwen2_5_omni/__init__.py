@@ -16,7 +16,7 @@ import os
 
 from ...positions import TimeRules
 from ...release import Release, register
-from . import speech
+from . import speech, training
 from .audio import Qwen25AudioTokenizer, pooled_audio_token_count
 from .config import PRESETS, PROCESSOR_DEFAULTS, Qwen25OmniConfig
 from .talker import Qwen25Talker
@@ -59,6 +59,7 @@ RELEASE = register(Release(
     no_voices_hint=speech.NO_VOICES,
     spoken_reply=speech.spoken_reply,
     stream_speech=None,  # Token2Wav's chunked streaming is not built yet: stream(speak=True) says so
+    speech_training=training,
     speech_length_option="max_new_tokens",
     processor_defaults=PROCESSOR_DEFAULTS,
     after_load=after_load,

@@ -43,7 +43,6 @@ def voices(model) -> dict:
     return dict(getattr(model, "speakers", None) or {})
 
 
-@torch.no_grad()
 def build_talker_inputs(
     talker,
     thinker_cfg,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ...nn import Decoder, DecoderCache
+from ...nn.losses import causal_lm_loss
 from ...speech import TalkerOutput
 from .config import Qwen25TalkerConfig
 
@@ -41,9 +42,14 @@ class Qwen25Talker(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
+        labels: torch.Tensor | None = None,
     ) -> TalkerOutput:
         """inputs_embeds (B, T, embedding_size) in the Thinker's width; position_ids (3, B, T) (default: consecutive
-        from the cache); attention_mask (B, S) over everything seen so far. -> logits (B, T, vocab) in fp32."""
+        from the cache); attention_mask (B, S) over everything seen so far. -> logits (B, T, vocab) in fp32.
+
+        labels (B, T): the code that follows each position (-100: none) -> next-code cross-entropy. (The
+        reference's Talker takes no labels; this is its causal-LM loss on the same logits.)"""
         h = self.thinker_to_talker_proj(inputs_embeds)
         h = self.decoder(h, position_ids, attention_mask, cache=cache).last_hidden_state
-        return TalkerOutput(self.codec_head(h).float(), h)
+        logits = self.codec_head(h).float()
+        return TalkerOutput(logits, h, loss=causal_lm_loss(logits, labels) if labels is not None else None)

@@ -13,7 +13,7 @@ Everything shared code needs is the one `RELEASE` record below.
 
 from ...positions import TimeRules
 from ...release import Release, register
-from . import speech
+from . import speech, training
 from .audio import AudioTokenizer, audio_token_count
 from .code2wav import Code2Wav
 from .config import PRESETS, Qwen3OmniConfig
@@ -38,6 +38,7 @@ RELEASE = register(Release(
     no_voices_hint="",  # the voices are talker_config.speaker_id: a config without them lists none
     spoken_reply=speech.spoken_reply,
     stream_speech=speech.stream_speech,
+    speech_training=training,
     speech_length_option="max_frames",
     processor_defaults={"n_window": 50, "position_id_per_seconds": 13.0},
 ))

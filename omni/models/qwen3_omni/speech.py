@@ -45,11 +45,23 @@ def speaker_id(cfg, voice: str) -> int:
 
 
 def voices(model) -> dict:
-    """The voices of a model: name -> speaker codec id (from its config)."""
-    return dict(model.config.talker_config.speaker_id or {})
+    """The voices of a model: name -> speaker codec id (config presets) or learned speaker vector (D,)
+    (`Talker.learned_voices`, see omni.training.voices)."""
+    learned = getattr(getattr(model, "talker", None), "learned_voices", {})
+    return {**(model.config.talker_config.speaker_id or {}), **learned}
 
 
-@torch.no_grad()
+def speaker_embedding(talker, tk, voice) -> torch.Tensor:
+    """The codec-track vector (D,) of a voice: a preset's row of the codec embedding, a learned vector found by
+    name, or a vector passed directly (what omni.training.learn_voice trains)."""
+    if torch.is_tensor(voice):
+        return voice
+    found = find_voice({**(tk.speaker_id or {}), **talker.learned_voices}, voice)
+    if torch.is_tensor(found):
+        return found
+    return talker.codec_embedding.weight[int(found)]
+
+
 def build_talker_inputs(
     talker,
     config,
@@ -92,7 +104,7 @@ def build_talker_inputs(
     if L < P:
         raise InputError(f"thinker states cover {L} tokens, fewer than the {P}-token prompt")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.device)
-    speaker = speaker_id(tk, voice)
+    speaker = speaker_embedding(talker, tk, voice)
     user_embeds, user_ids, user_mask = _user_part(talker, config, input_ids, mask, thinker_embeds, thinker_hidden)
     a = _assistant_start(config, input_ids, L)
     special = torch.tensor([[config.tts_bos_token_id, config.tts_eos_token_id, config.tts_pad_token_id]],
@@ -161,15 +173,15 @@ def _assistant_start(config, input_ids, L: int) -> int:
     return last[0]
 
 
-def _assistant_part(talker, tk, reply, speaker: int, tts_bos, tts_pad) -> torch.Tensor:
+def _assistant_part(talker, tk, reply, speaker: torch.Tensor, tts_bos, tts_pad) -> torch.Tensor:
     """The 9 assistant positions (module docstring): text track + codec track, (B, 9, D)."""
     B, _, D = reply.shape
     text_track = torch.cat([reply[:, :3], tts_pad.expand(B, 4, -1), tts_bos.expand(B, -1, -1), reply[:, 3:4]], 1)
-    codec_ids = torch.tensor(
-        [tk.codec_nothink_id, tk.codec_think_bos_id, tk.codec_think_eos_id, speaker, tk.codec_pad_id, tk.codec_bos_id],
-        device=reply.device,
-    )
-    codec_track = torch.cat([reply.new_zeros(B, 3, D), talker.codec_embedding(codec_ids).expand(B, -1, -1)], 1)
+    think = talker.codec_embedding(torch.tensor([tk.codec_nothink_id, tk.codec_think_bos_id, tk.codec_think_eos_id],
+                                                device=reply.device))
+    start = talker.codec_embedding(torch.tensor([tk.codec_pad_id, tk.codec_bos_id], device=reply.device))
+    codec = torch.cat([think, speaker.to(think)[None], start])  # (6, D)
+    codec_track = torch.cat([reply.new_zeros(B, 3, D), codec.expand(B, -1, -1)], 1)
     return text_track + codec_track
 
 

@@ -22,7 +22,9 @@ from torch import nn
 from ...errors import ConfigError
 from ...nn import Decoder, DecoderCache
 from ...nn.linear import Linear
+from ...nn.losses import causal_lm_loss, token_loss
 from ...nn.mlp import MLP
+from ...nn.moe import load_balancing_loss
 from ...speech import TalkerOutput
 from .config import Qwen3TalkerConfig, Qwen3TextConfig
 
@@ -59,6 +61,19 @@ class CodePredictor(nn.Module):
 
     def new_cache(self, batch: int) -> DecoderCache:
         return self.decoder.new_cache(batch, self.num_code_groups)
+
+    def frame_logits(self, hidden: torch.Tensor, code0_embed: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of codes 1..G-1 for N frames whose codes are known: the same causal pass that
+        decoding makes one code at a time, in one call. hidden (N, D) the Talker's state that chose code 0,
+        code0_embed (N, D) its embedding, codes (N, G) -> logits (N, G - 1, V)."""
+        G = self.num_code_groups
+        rest = [self.embed(k, codes[:, k]) for k in range(1, G - 1)]  # codes 1..G-2 feed the later positions
+        h = self(torch.stack([hidden, code0_embed, *rest], dim=1))  # (N, G, D), positions 0..G-1
+        return torch.stack([self.logits(k, h[:, k]) for k in range(1, G)], dim=1)
+
+    def loss(self, hidden: torch.Tensor, code0_embed: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of codes 1..G-1 over N frames (arguments as `frame_logits`)."""
+        return token_loss(self.frame_logits(hidden, code0_embed, codes), codes[:, 1:])
 
 
 class Talker(nn.Module):
@@ -97,6 +112,9 @@ class Talker(nn.Module):
         self.text_projection = MLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size, act="silu")
         self.hidden_projection = MLP(cfg.thinker_hidden_size, t.intermediate_size, t.hidden_size, act="silu")
         self.code_predictor = CodePredictor(cp, cfg.num_code_groups)
+        # voices learned after the release (omni.training.voices): name -> speaker vector (D,). Not parameters:
+        # they live in their own small files, never in the checkpoint
+        self.learned_voices: dict[str, torch.Tensor] = {}
 
     def forward(
         self,
@@ -105,12 +123,24 @@ class Talker(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
         output_router_logits: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> TalkerOutput:
         """inputs_embeds (B, T, D); position_ids (3, B, T) M-RoPE ids (default: consecutive from the cache);
-        attention_mask (B, S) over everything seen so far, including the cache."""
+        attention_mask (B, S) over everything seen so far, including the cache.
+
+        labels (B, T): code 0 of the frame each position is followed by (-100: none); the loss is the
+        reference's: next-code cross-entropy of the codec head, plus `router_aux_loss_coef` x the router
+        load-balancing loss when `output_router_logits`."""
         out = self.decoder(inputs_embeds, position_ids, attention_mask, cache=cache)
         h = out.last_hidden_state
-        return TalkerOutput(self.codec_head(h), h, out.router_logits if output_router_logits else None)
+        logits = self.codec_head(h)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        aux = None
+        if output_router_logits:
+            t = self.cfg.text_config
+            aux = load_balancing_loss(out.router_logits, t.num_experts, t.num_experts_per_tok, attention_mask)
+            loss = loss + t.router_aux_loss_coef * aux if loss is not None else None
+        return TalkerOutput(logits, h, out.router_logits if output_router_logits else None, loss, aux)
 
     def frame_embedding(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the G codebook embeddings of each frame: codes (B, G) -> (B, D)."""
