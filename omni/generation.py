@@ -289,29 +289,34 @@ def _speech_options(speech: dict | None, cfg: SamplingConfig) -> dict:
 
 
 def stream(model, inputs, use_audio_in_video: bool = False, speak: bool = False, voice: str = "ethan",
-           speech: dict | None = None, audio_chunk_frames: int = 8, **options) -> Iterator[str | torch.Tensor]:
+           speech: dict | None = None, audio_chunk_frames: int | None = None,
+           **options) -> Iterator[str | torch.Tensor]:
     """See OmniModel.stream: yields text pieces (str) as the Thinker writes them, then, with `speak=True`,
-    waveform chunks (1-D float tensors at 24 kHz) as the Talker produces `audio_chunk_frames` codec frames."""
+    waveform chunks (1-D float tensors at 24 kHz) as the Talker produces `audio_chunk_frames` codec frames
+    (None: the release's default, 8 Qwen3-Omni frames / 36 Qwen2.5-Omni codes)."""
     speak, use_audio_in_video = _flags(speak=speak, use_audio_in_video=use_audio_in_video)
     speech = _speech_dict(speech)
+    if audio_chunk_frames is not None:
+        audio_chunk_frames = integer("audio_chunk_frames", audio_chunk_frames, 1, what="a positive number of frames")
     if speak:
         release = release_of(model)
         if release.stream_speech is None:
             raise InputError(f"streamed speech is not implemented for {release.name}; use generate(..., speak=True), "
                              "or stream the text with speak=False")
         check_can_speak(model, voice)
+        if release.check_stream_speech is not None:
+            release.check_stream_speech(model, speech or {}, audio_chunk_frames)
     batch, tok, _ = _prepare(model, inputs, use_audio_in_video)
     if batch["input_ids"].shape[0] != 1:
         raise InputError("stream() decodes one conversation at a time; use generate() for batches")
     if tok is None:
         raise InputError("stream() needs a tokenizer to decode with (the model has no processor)")
     cfg = _sampling_config(model, tok, options)
-    audio_chunk_frames = integer("audio_chunk_frames", audio_chunk_frames, 1, what="a positive number of frames")
     # checked above, eagerly; the pieces come from a generator
     return _stream(model, batch, tok, cfg, speak, voice, speech, audio_chunk_frames)
 
 
-def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, speech, audio_chunk_frames: int):
+def _stream(model, batch, tok, cfg: SamplingConfig, speak: bool, voice: str, speech, audio_chunk_frames):
     from .media.text import StreamDecoder
 
     decoder = StreamDecoder(tok)

@@ -46,6 +46,9 @@ class Release:
     spoken_reply: Callable  # (model, batch, reply, voice, thinker_eos_token_ids, **options) -> (codes, audio, lengths)
     stream_speech: Callable | None  # (model, batch, reply ids, voice, options, chunk, eos) -> waveform pieces; None: n/a
     speech_length_option: str  # the speech option that caps its length ("max_frames" / "max_new_tokens")
+    # stream(speak=True)'s speech options and audio_chunk_frames (None: the release's default), checked before any
+    # work: (model, speech options, audio_chunk_frames) -> None, raising InputError; None: checked as they are used
+    check_stream_speech: Callable | None = None
     # its training.py (speech_loss, check_codes, text_steps: omni.training.speech); None: no speech training
     speech_training: Any = None
 

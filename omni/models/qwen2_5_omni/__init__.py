@@ -6,8 +6,9 @@
     vision.py     Qwen25VisionTokenizer: Qwen2.5-VL-style ViT, window attention, RMSNorm + SwiGLU blocks
     audio.py      Qwen25AudioTokenizer: the Whisper-style encoder, pooled_audio_token_count
     talker.py     Qwen25Talker: a dense decoder, one codec code per 20 ms step
-    speech.py     the Talker's inputs, the code loop, speak / spoken_reply
-    token2wav/    Token2Wav: DiT flow matching (dit.py, ecapa.py) -> mel -> BigVGAN (bigvgan.py); voices (speakers.py)
+    speech.py     the Talker's inputs, the code loop, speak / spoken_reply / stream_speech
+    token2wav/    Token2Wav: DiT flow matching (dit.py, ecapa.py) -> mel -> BigVGAN (bigvgan.py); voices (speakers.py);
+                  chunked streaming (streaming.py)
 
 Everything shared code needs is the one `RELEASE` record below.
 """
@@ -58,9 +59,10 @@ RELEASE = register(Release(
     voices=speech.voices,
     no_voices_hint=speech.NO_VOICES,
     spoken_reply=speech.spoken_reply,
-    stream_speech=None,  # Token2Wav's chunked streaming is not built yet: stream(speak=True) says so
+    stream_speech=speech.stream_speech,  # chunked Token2Wav (token2wav/streaming.py)
     speech_training=training,
     speech_length_option="max_new_tokens",
+    check_stream_speech=speech.check_stream_speech,
     processor_defaults=PROCESSOR_DEFAULTS,
     after_load=after_load,
     save_extras=save_extras,

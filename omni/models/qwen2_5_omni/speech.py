@@ -15,7 +15,8 @@
        next talker input = codec_embedding(code) + the next trailing vector
        ... until codec pad or codec end, or `max_new_tokens` codes.
 
-3. Token2Wav turns each row's codes into 24 kHz audio with the voice's reference (`spoken_reply`).
+3. Token2Wav turns each row's codes into 24 kHz audio with the voice's reference (`spoken_reply`), or streams
+   them chunk by chunk as the loop makes them (`stream_speech`; token2wav/streaming.py).
 
 Voices are speaker presets (`model.speakers`, read from `spk_dict.safetensors`; see token2wav/speakers.py).
 """
@@ -31,6 +32,7 @@ from ...sampling import SamplingConfig, next_token
 from ...positions import rope_index_from_config
 from ...speech import SpeechCodes, TalkerInputs, check_speech_length, end_text_track, find_voice, reply_end
 from ...speech import reread_reply, talker_steps
+from .token2wav.streaming import StreamPlan, Token2WavStream, stream_plan
 
 TALKER_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
 TOKEN2WAV_OPTIONS = ("num_steps", "guidance_scale", "sway_coefficient")
@@ -107,7 +109,20 @@ def build_talker_inputs(
 
 
 @torch.no_grad()
-def generate_codes(
+def generate_codes(talker, inputs: TalkerInputs, **options) -> SpeechCodes:
+    """Sample codes until codec pad or codec end (both stop a row) or `max_new_tokens` (options: `iter_codes`).
+    Returns codes (B, N) (past a row's length: its stop code, then codec pad) and per-row lengths."""
+    B, device = inputs.embeds.shape[0], inputs.embeds.device
+    codes, lengths = [], torch.zeros(B, dtype=torch.long, device=device)
+    for code, finished in iter_codes(talker, inputs, **options):
+        codes.append(code)
+        lengths += (~finished).long()
+    out = torch.stack(codes, dim=1) if codes else torch.zeros(B, 0, dtype=torch.long, device=device)
+    return SpeechCodes(out, lengths)
+
+
+@torch.no_grad()
+def iter_codes(
     talker,
     inputs: TalkerInputs,
     max_new_tokens: int = 4096,
@@ -117,9 +132,10 @@ def generate_codes(
     top_p: float = 0.8,
     repetition_penalty: float = 1.05,
     seed: int | None = None,
-) -> SpeechCodes:
-    """Sample codes until codec pad or codec end (both stop a row) or `max_new_tokens`. Defaults: the release's.
-    Returns codes (B, N) (past a row's length: its stop code, then codec pad) and per-row lengths.
+):
+    """The code loop one step at a time (for streaming): yields (code (B,), finished (B,) bool), `finished`
+    including the rows whose code this is a stop code (codec pad / end) for; past its stop a row says codec pad.
+    Sampling defaults are the release's.
 
     Codec start is never sampled. The repetition penalty counts the prompt's codec ids (mask, pad, start) as seen,
     as the reference does (its prompt is those ids).
@@ -142,12 +158,7 @@ def generate_codes(
         seen[0] = torch.cat([seen[0], code[:, None]], dim=1)
         return code, torch.isin(code, stops)
 
-    codes, lengths = [], torch.zeros(B, dtype=torch.long, device=device)
-    for code, finished in talker_steps(talker, inputs, max_new_tokens, pick, talker.codec_embedding):
-        codes.append(code)
-        lengths += (~finished).long()
-    out = torch.stack(codes, dim=1) if codes else torch.zeros(B, 0, dtype=torch.long, device=device)
-    return SpeechCodes(out, lengths)
+    yield from talker_steps(talker, inputs, max_new_tokens, pick, talker.codec_embedding)
 
 
 @torch.no_grad()
@@ -202,3 +213,65 @@ def spoken_reply(model, batch: dict, new_tokens: torch.Tensor, voice: str = "Che
             wave = token2wav(codes.codes[row:row + 1, :n], speaker, **sampling)  # (1, n * samples_per_code)
             audio[row, 0, :wave.shape[1]] = wave[0]
     return codes, audio, lengths
+
+
+STREAM_OPTIONS = ("past_blocks", "future_blocks", "vocoder_context")
+
+
+def stream_plan_of(model, speech: dict, audio_chunk_frames: int | None) -> StreamPlan:
+    """The checked chunk geometry of stream(speak=True) (InputError on unknown or out-of-range options).
+
+    audio_chunk_frames: codes per chunk, a multiple of one DiT block's codes (block_size / repeats: 12 in the
+    release); None: the release's streaming chunk, 3 blocks (36 codes, 0.72 s). speech: Talker and Token2Wav
+    options as `spoken_reply` takes them, plus past_blocks, future_blocks, vocoder_context (see token2wav.streaming).
+    """
+    known = TALKER_OPTIONS + TOKEN2WAV_OPTIONS + STREAM_OPTIONS
+    unknown = sorted(set(speech) - set(known))
+    if unknown:
+        raise InputError(f"unknown speech option(s) {unknown}; choose from {sorted(known)}")
+    dit = model.token2wav.cfg.dit_config
+    per_block = max(dit.block_size // dit.repeats, 1)  # codes per DiT block (stream_plan refuses a remainder)
+    chunk = 3 * per_block if audio_chunk_frames is None else audio_chunk_frames
+    if integer("audio_chunk_frames", chunk, 1, what="a positive number of codes") % per_block:
+        raise InputError(
+            f"audio_chunk_frames must be a multiple of {per_block} codes for Qwen2.5-Omni (streamed speech is cut at "
+            f"DiT blocks of {dit.block_size} mel frames, {dit.repeats} per code); got {chunk}, e.g. {3 * per_block}"
+        )
+    return stream_plan(dit, chunk // per_block, speech.get("past_blocks"), speech.get("future_blocks"),
+                       speech.get("vocoder_context", 20))
+
+
+def check_stream_speech(model, speech: dict, audio_chunk_frames: int | None) -> None:
+    """stream(speak=True)'s options, checked before the Thinker starts (the Release hook)."""
+    stream_plan_of(model, speech, audio_chunk_frames)
+
+
+def stream_speech(model, batch: dict, reply: list[int], voice: str = "Chelsie", speech: dict | None = None,
+                  audio_chunk_frames: int | None = None, eos_token_ids=()):
+    """Speak a finished reply (token ids, one conversation) as waveform pieces (1-D, 24 kHz): the Talker's codes
+    go to the streaming Token2Wav (token2wav/streaming.py) as they come; a piece leaves each time a chunk of
+    `audio_chunk_frames` codes and its look-ahead are in. With a seed the pieces start from the noise the whole
+    decode (`spoken_reply`) starts from; docs/generation.md has their measured difference from it."""
+    options = dict(speech or {})
+    plan = stream_plan_of(model, options, audio_chunk_frames)
+    speaker = find_voice(voices(model), voice, NO_VOICES)
+    device = batch["input_ids"].device
+    new_tokens = torch.tensor([reply], device=device)
+    if new_tokens.shape[1] < 2:  # as `speak`: nothing to say
+        return
+    inputs = reply_talker_inputs(model, batch, new_tokens, voice, eos_token_ids or ())
+    sampling = {k: v for k, v in options.items() if k in TOKEN2WAV_OPTIONS}
+    seed = options.get("seed")
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    token2wav = model.token2wav
+    stream = Token2WavStream(token2wav, *token2wav.voice(1, device, speaker), plan, generator=generator, **sampling)
+    talker_options = {k: v for k, v in options.items() if k in TALKER_OPTIONS}
+    for code, finished in iter_codes(model.talker, inputs, **talker_options):
+        if bool(finished[0]):  # a stop code: not spoken
+            break
+        wave = stream.push(code[:, None])  # (1, n)
+        if wave.shape[-1]:
+            yield wave[0]
+    wave = stream.finish()
+    if wave.shape[-1]:
+        yield wave[0]

@@ -348,11 +348,12 @@ def spoken_reply(model, batch: dict, new_tokens: torch.Tensor, voice: str = "eth
 
 
 def stream_speech(model, batch: dict, reply: list[int], voice: str = "ethan", speech: dict | None = None,
-                  audio_chunk_frames: int = 8, eos_token_ids=None):
+                  audio_chunk_frames: int | None = 8, eos_token_ids=None):
     """Speak a finished reply (token ids, one conversation) as waveform chunks (1-D, 24 kHz): the Talker's frames
     go to the exact streaming Code2Wav decoder `audio_chunk_frames` at a time. `speech`: SpeechSampling options."""
     device = batch["input_ids"].device
     inputs = reply_talker_inputs(model, batch, torch.tensor([reply], device=device), voice, eos_token_ids)
     frames = (frame[:, :, None] for frame, _ in iter_frames(model.talker, inputs, **(speech or {})))
-    for wav in model.code2wav.stream_decode(frames, chunk_size=audio_chunk_frames):  # (1, 1, n) each
+    chunk = 8 if audio_chunk_frames is None else audio_chunk_frames  # None: stream()'s "the release's default"
+    for wav in model.code2wav.stream_decode(frames, chunk_size=chunk):  # (1, 1, n) each
         yield wav[0, 0]
