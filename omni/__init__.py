@@ -8,11 +8,12 @@ from .media.audio import write_wav
 from .media.processor import Processor
 from .media.text import TextTokenizer
 from .model import OmniModel
+from .quant import quantize
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "OmniConfig", "OmniModel", "PRESETS", "load", "save",
+    "OmniConfig", "OmniModel", "PRESETS", "load", "save", "quantize",
     "OmniError", "ConfigError", "CheckpointError", "InputError", "MediaError",
     "Processor", "TextTokenizer", "write_wav",
 ]

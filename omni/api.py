@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -12,7 +13,10 @@ from .checkpoints.io import component_of, parse_size
 from .config import OmniConfig
 from .checks import boolean
 from .errors import CheckpointError
+from .files import atomic_write
 from .model import OmniModel, normalize_components
+from .quant import prepare_load, save_config
+from .quant.scheme import scheme_from_options
 from .release import release_of
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -61,17 +65,24 @@ def load(
     device="cpu",
     revision: str | None = None,
     quiet: bool = False,
+    quantize: str | None = None,
+    group_size: int | None = 128,
 ) -> OmniModel:
     """Load an official Qwen-Omni checkpoint (local directory or hub repo id) into an OmniModel.
 
     components: which parts to build and read, e.g. ("thinker",); default: every implemented part that the config
         describes and the checkpoint holds tensors of (a thinker-only save loads as a thinker).
     dtype: cast floating tensors (default: keep the stored dtype). device: where the weights go.
+    quantize: "int4" or "int8" quantizes the Thinker's and Talker's decoder layers while the float checkpoint
+        streams in (group_size 32 / 64 / 128, None for per-channel scales); a pack-quantized (compressed-tensors)
+        checkpoint loads quantized without it (docs/quantization.md).
     """
     requested = components
     components = normalize_components(components)
     dtype, device = _dtype(dtype), _device(device)
     quiet = boolean("quiet", quiet, error=CheckpointError)
+    if quantize is not None:
+        scheme_from_options(quantize, group_size)  # a bad option fails before anything is downloaded or read
     if revision is not None and not isinstance(revision, str):
         raise CheckpointError(f"revision must be a branch, tag or commit string, got {revision!r}")
     if not isinstance(path_or_repo_id, (str, os.PathLike)):
@@ -84,6 +95,7 @@ def load(
         components = tuple(c for c in normalize_components(None, config) if c == "thinker" or c in held)
     with torch.device("meta"):
         model = OmniModel(config, components)
+    prepare_load(model, directory, config, weight_map(directory), quantize, group_size, device, dtype)
     progress = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -133,7 +145,19 @@ def save(model: OmniModel, directory, max_shard_size="5GB") -> None:
     with staged_checkpoint(directory) as stage:
         save_state(model, stage, max_shard_size)
         model.config.save_pretrained(stage)
+        _write_quantization_config(model, stage)
         if getattr(model, "processor", None) is not None:
             model.processor.save_pretrained(stage)
         if release.save_extras is not None:
             release.save_extras(model, stage)
+
+
+def _write_quantization_config(model: OmniModel, stage: str) -> None:
+    """config.json says how a quantized model's weights are packed (compressed-tensors `quantization_config`)."""
+    path = os.path.join(stage, "config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    updated = save_config(model, config)
+    if updated != config:
+        with atomic_write(path) as f:
+            json.dump(updated, f, indent=2, sort_keys=True)

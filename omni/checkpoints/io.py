@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..quant.convert import missing_parts, packed_state, route
 from ..release import release_of, releases
 from .commit import INDEX_NAME, SINGLE_NAME
 
@@ -130,6 +131,7 @@ class _Findings:
         self.unexpected, self.wrong_shape, self.wrong_dtype = [], [], []
         self.filled: dict[str, set] = defaultdict(set)  # stacked param -> experts seen; others -> {None}
         self.stacked: dict[str, torch.Size] = {}  # stacked param -> its full shape
+        self.packed_missing: list[str] = []  # parts of quantized layers no tensor filled (omni.quant)
 
     def check(self, model: nn.Module, directory: str) -> None:
         missing = []
@@ -139,6 +141,7 @@ class _Findings:
             elif name in self.stacked and len(self.filled[name]) != self.stacked[name][0]:
                 absent = sorted(set(range(self.stacked[name][0])) - self.filled[name])
                 missing.append(f"{name} experts {absent[:5]}")
+        missing += self.packed_missing
         problems = [_summary(title, items) for title, items in (
             ("missing tensors (omni names)", missing), ("unexpected tensors", self.unexpected),
             ("tensors with the wrong shape", self.wrong_shape), ("tensors with a non-float dtype", self.wrong_dtype),
@@ -180,6 +183,10 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
                     raise CheckpointError(f"{file} does not contain {key!r} although the index says so")
                 if key.endswith(weights.ignored_suffixes):
                     continue
+                routed = route(model, weights.key_map, key)
+                if routed is not None:  # a quantized layer's tensor: packed, or float to quantize on arrival
+                    _fill_packed(f, key, routed, dtype, found, progress)
+                    continue
                 target = _target(model, f, key, weights.key_map, found)
                 if target is None:
                     continue
@@ -192,8 +199,35 @@ def load_state(model: nn.Module, directory: str, components, dtype=None, device=
                 _place(target, t, device, found)
                 if progress is not None:
                     progress.update(t.numel() * t.element_size())
+    found.packed_missing = missing_parts(model)
     found.check(model, directory)
     _init_buffers(model, device)
+
+
+def _read(f, key: str) -> torch.Tensor:
+    try:
+        return f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {key}: {e}") from None
+
+
+def _fill_packed(f, key: str, routed, dtype, found: _Findings, progress) -> None:
+    weight, expert, part = routed
+    if part == "weight":
+        shape = tuple(f.get_slice(key).get_shape())
+        if shape != (weight.out_features, weight.in_features):
+            found.wrong_shape.append(f"{key} {list(shape)} (model expects {[weight.out_features, weight.in_features]})")
+            return
+        t = _read(f, key)
+        if not t.is_floating_point():
+            found.wrong_dtype.append(f"{key} {t.dtype} (model expects floating point)")
+            return
+        weight.set_float(t, expert, dtype)  # quantized one tensor at a time: no float copy of the model
+    else:
+        t = _read(f, key)
+        weight.set_part(part, t, expert, key, dtype)
+    if progress is not None:
+        progress.update(t.numel() * t.element_size())
 
 
 def _check_single_home(present: set, file: str, wm: dict) -> None:
@@ -291,6 +325,7 @@ def official_state_dict(model: nn.Module):
         else:
             for e, key in enumerate(keys):
                 yield key, p.detach()[e]
+    yield from packed_state(model, key_map)  # quantized layers: the format's packed tensors
 
 
 def save_state(model: nn.Module, directory: str, max_shard_size="5GB") -> None:

@@ -1,0 +1,86 @@
+"""Quantized stacked experts: the drop-in for omni.nn.moe.Experts when its weights are int4 / int8.
+
+Same call and same routing arithmetic as `Experts`, over three PackedWeight stacks (E, F, D) / (E, D, F). Two paths:
+    few        a handful of tokens (decode): each (token, expert) pair multiplies by that expert's packed weights
+               only, through the fast kernels where they apply; no other expert's bytes are read
+    segmented  rows sorted by expert; each expert that received rows is dequantized once and applied with a GEMM
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from ..nn.moe import FEW_TOKENS, Experts
+from .modules import PackedWeight
+from .scheme import Scheme
+
+PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+PATHS = ("auto", "few", "segmented")
+
+
+class QuantExperts(nn.Module):
+    def __init__(self, n_experts: int, dim: int, hidden: int, scheme: Scheme, device=None, where: str = "experts"):
+        super().__init__()
+        self.n_experts = n_experts
+        self.gate_proj = PackedWeight(hidden, dim, scheme, n_experts, device, where + ".gate_proj")
+        self.up_proj = PackedWeight(hidden, dim, scheme, n_experts, device, where + ".up_proj")
+        self.down_proj = PackedWeight(dim, hidden, scheme, n_experts, device, where + ".down_proj")
+        self.linear_path = "auto"  # the per-matrix path (auto | plain | fast); tests force each
+
+    @classmethod
+    def from_experts(cls, experts: Experts, scheme: Scheme, where: str = "experts") -> "QuantExperts":
+        E, F_, D = experts.gate_proj.shape
+        q = cls(E, D, F_, scheme, experts.gate_proj.device, where)
+        for name in PROJECTIONS:
+            stack = getattr(experts, name).detach()
+            for e in range(E):  # one expert at a time: no second full-precision copy of the stack
+                getattr(q, name).set_float(stack[e], e)
+        return q
+
+    def forward(self, x_TD: torch.Tensor, idx_TA: torch.Tensor, w_TA: torch.Tensor, path: str = "auto"):
+        """x (T, D), chosen experts (T, A), their weights (T, A) -> weighted sum of expert outputs (T, D)."""
+        if path not in PATHS:
+            raise InputError(f"unknown quantized MoE path {path!r}; use one of {PATHS}")
+        if path == "auto":
+            path = "few" if x_TD.shape[0] <= FEW_TOKENS and not torch.is_grad_enabled() else "segmented"
+        return self._few(x_TD, idx_TA, w_TA) if path == "few" else self._segmented(x_TD, idx_TA, w_TA)
+
+    def _expert(self, e: int, rows: torch.Tensor) -> torch.Tensor:
+        """One expert's SwiGLU on rows (n, D) -> (n, D), reading only expert e's packed weights."""
+        p = self.linear_path
+        h = F.silu(self.gate_proj.linear(rows, e, p)) * self.up_proj.linear(rows, e, p)
+        return self.down_proj.linear(h, e, p)
+
+    def _few(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
+        T, A = idx_TA.shape
+        experts, weights = idx_TA.tolist(), w_TA.tolist()  # one host sync each for the whole layer
+        out = []
+        for t in range(T):
+            row = x_TD[t : t + 1]  # (1, D)
+            acc = None
+            for a in range(A):
+                y = self._expert(experts[t][a], row) * weights[t][a]
+                acc = y if acc is None else acc + y
+            out.append(acc)
+        return torch.cat(out) if T > 1 else out[0]
+
+    def _segmented(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
+        T, A = idx_TA.shape
+        order_N = idx_TA.flatten().argsort(stable=True)  # routed rows grouped by expert
+        token_N = order_N // A
+        counts_E = torch.bincount(idx_TA.flatten(), minlength=self.n_experts)
+        x_ND = x_TD.index_select(0, token_N)
+        y_ND = torch.empty_like(x_ND)
+        start = 0
+        for e, n in enumerate(counts_E.tolist()):
+            if n:  # only the experts that received rows are dequantized
+                y_ND[start : start + n] = self._expert(e, x_ND[start : start + n])
+                start += n
+        y_ND = y_ND.mul_(w_TA.flatten()[order_N, None].to(y_ND.dtype))
+        return torch.zeros_like(x_TD).index_add_(0, token_N, y_ND)
+
+    def extra_repr(self) -> str:
+        return f"{self.n_experts} experts, {self.gate_proj.scheme.name}"

@@ -1,0 +1,217 @@
+"""Weight-only quantized layers: `QuantLinear` (for nn.Linear) and `QuantExperts` (for omni.nn.moe.Experts).
+
+Both keep their weights only in packed form (`PackedWeight`) and compute in one of two ways:
+    plain   dequantize the weight (or one expert's) into the input's dtype, then F.linear: any device, any shape;
+            the definition the fast path is tested against
+    fast    torch's CPU weight-only kernels, which read the packed bytes directly: `_weight_int4pack_mm_for_cpu`
+            (int4, group 32..256, bf16 inputs, row counts 64k) and `_weight_int8pack_mm` (int8 per-channel,
+            symmetric). Used for a few rows at a time (decode), where reading the weight is the whole cost; on more
+            rows these kernels loop over the rows and a dequantized GEMM is faster (measured, docs/quantization.md).
+CUDA runs the plain path (no CUDA kernel here yet).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError
+from . import packing
+from .scheme import Scheme
+
+FAST_ROWS = 4  # at most this many rows take the fast kernels (measured: beyond it, dequantize + GEMM wins)
+PARTS = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point")
+_INT4_GROUPS = (32, 64, 128, 256)
+_KERNEL_LAYOUT_OK: bool | None = None
+
+
+def _kernel_layout_ok() -> bool:
+    """Whether this torch's CPU int4 kernel reads the `blocked` layout omni stores (checked once on a probe)."""
+    global _KERNEL_LAYOUT_OK
+    if _KERNEL_LAYOUT_OK is None:
+        try:
+            q = torch.randint(-8, 8, (64, 64), dtype=torch.int8, generator=torch.Generator().manual_seed(0))
+            ref = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int() + 8, 1)
+            _KERNEL_LAYOUT_OK = torch.equal(ref, packing.codes_to_nibbles(q, blocked=True))
+        except (RuntimeError, AttributeError):
+            _KERNEL_LAYOUT_OK = False
+    return _KERNEL_LAYOUT_OK
+
+
+class PackedWeight(nn.Module):
+    """One quantized (N, K) weight, or a stack of E of them (experts).
+
+    Buffers: codes (E?, N, bytes) uint8 for int4 (packing module docstring) or (E?, N, K) int8 for int8;
+    scale (E?, N, C) float; zero_point (E?, N, C) int8 for asymmetric schemes.
+    """
+
+    def __init__(self, out_features: int, in_features: int, scheme: Scheme, experts: int | None = None,
+                 device=None, where: str = "weight"):
+        super().__init__()
+        scheme.check_width(in_features, where)
+        self.scheme, self.out_features, self.in_features = scheme, out_features, in_features
+        self.lead = () if experts is None else (experts,)
+        self.blocked = scheme.bits == 4 and packing.blocked_fits(out_features, in_features)
+        if scheme.bits == 4:
+            width = in_features // 2 if self.blocked else math.ceil(in_features / 8) * 4
+            codes = torch.empty(*self.lead, out_features, width, dtype=torch.uint8, device=device)
+        else:
+            codes = torch.empty(*self.lead, out_features, in_features, dtype=torch.int8, device=device)
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale", None)  # allocated by the first scale set, in its dtype
+        c = scheme.scale_columns(in_features)
+        zp = None if scheme.symmetric else torch.empty(*self.lead, out_features, c, dtype=torch.int8, device=device)
+        self.register_buffer("zero_point", zp)
+        self.filled: set = set()  # (part, expert) pairs set so far (loading reports the missing ones)
+
+    # -- filling ---------------------------------------------------------------------------------------------
+
+    def _slot(self, name: str, e):
+        t = getattr(self, name)
+        return t if e is None else t[e]
+
+    def _put_scale(self, scale: torch.Tensor, e, dtype=None) -> None:
+        scale = scale if dtype is None else scale.to(dtype)
+        if self.scale is None:
+            c = self.scheme.scale_columns(self.in_features)
+            self.scale = torch.empty(*self.lead, self.out_features, c, dtype=scale.dtype, device=self.codes.device)
+        self._slot("scale", e).copy_(scale)
+
+    @torch.no_grad()
+    def set_float(self, w: torch.Tensor, e=None, dtype=None) -> None:
+        """Quantize a float weight (N, K) into place (expert e of a stack)."""
+        w = w.to(device=self.codes.device, dtype=dtype or w.dtype)
+        q, scale, zp = packing.quantize(w, self.scheme.bits, self.scheme.group_size, self.scheme.symmetric)
+        self._put_codes(q, e)
+        self._put_scale(scale, e)
+        if zp is not None:
+            self._slot("zero_point", e).copy_(zp)
+        self.filled.update((p, e) for p in self.expected_parts())
+
+    def _put_codes(self, q: torch.Tensor, e) -> None:
+        stored = packing.codes_to_nibbles(q, self.blocked) if self.scheme.bits == 4 else q
+        self._slot("codes", e).copy_(stored)
+
+    @torch.no_grad()
+    def set_part(self, part: str, t: torch.Tensor, e, key: str, dtype=None) -> None:
+        """Place one stored tensor of the format (`weight_packed`, ...) after checking its shape and dtype."""
+        n, k, bits = self.out_features, self.in_features, self.scheme.bits
+        c = self.scheme.scale_columns(k)
+        want = {"weight_packed": ((n, math.ceil(k * bits / 32)), torch.int32),
+                "weight_scale": ((n, c), None), "weight_shape": ((2,), None),
+                "weight_zero_point": ((math.ceil(n * bits / 32), c), torch.int32)}[part]
+        if part == "weight_zero_point" and self.scheme.symmetric:
+            raise CheckpointError(f"{key}: a zero point for a module whose scheme ({self.scheme.name}) is symmetric")
+        if tuple(t.shape) != want[0] or (want[1] is not None and t.dtype != want[1]):
+            raise CheckpointError(f"{key} has shape {list(t.shape)} {t.dtype}; the {self.scheme.name} scheme of a "
+                                  f"({n}, {k}) weight stores {list(want[0])}"
+                                  + (f" {want[1]}" if want[1] is not None else ""))
+        if part == "weight_shape":
+            if t.tolist() != [n, k]:
+                raise CheckpointError(f"{key} says {t.tolist()}, the model's weight there is [{n}, {k}]: the packed "
+                                      "tensors do not belong to this config")
+        elif part == "weight_packed":
+            self._put_codes(packing.unpack_int32(t, bits, k), e)
+        elif part == "weight_scale":
+            if not t.is_floating_point():
+                raise CheckpointError(f"{key} has dtype {t.dtype}; scales are floating point")
+            self._put_scale(t, e, dtype)
+        else:
+            self._slot("zero_point", e).copy_(packing.unpack_zero_point(t, bits, n))
+        self.filled.add((part, e))
+
+    def expected_parts(self) -> tuple:
+        return PARTS if not self.scheme.symmetric else PARTS[:3]
+
+    def missing(self) -> list[str]:
+        experts = [None] if not self.lead else range(self.lead[0])
+        return [f"{p}" + ("" if e is None else f" (expert {e})")
+                for e in experts for p in self.expected_parts() if (p, e) not in self.filled]
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def codes_of(self, e=None) -> torch.Tensor:
+        """Signed codes (E?, N, K) int8 (of expert e when given)."""
+        c = self._slot("codes", e)
+        return packing.nibbles_to_codes(c, self.blocked, self.in_features) if self.scheme.bits == 4 else c
+
+    def dequantized(self, e=None, dtype=None) -> torch.Tensor:
+        zp = None if self.zero_point is None else self._slot("zero_point", e)
+        return packing.dequantize(self.codes_of(e), self._slot("scale", e), zp, dtype)
+
+    def export(self, e=None) -> dict:
+        """The format's tensors of this weight (expert e): suffix -> tensor."""
+        q = self.codes_of(e)
+        out = {"weight_packed": packing.pack_int32(q, self.scheme.bits), "weight_scale": self._slot("scale", e),
+               "weight_shape": torch.tensor([self.out_features, self.in_features], dtype=torch.int64)}
+        if self.zero_point is not None:
+            out["weight_zero_point"] = packing.pack_zero_point(self._slot("zero_point", e), self.scheme.bits)
+        return out
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero_point) if t is not None)
+
+    # -- compute ---------------------------------------------------------------------------------------------
+
+    def fast_ok(self, x: torch.Tensor) -> bool:
+        rows = x.numel() // x.shape[-1]
+        if x.device.type != "cpu" or rows > FAST_ROWS or torch.compiler.is_compiling():
+            return False
+        s = self.scheme
+        if s.bits == 4:
+            return (self.blocked and x.dtype == torch.bfloat16 and s.group_size in _INT4_GROUPS
+                    and _kernel_layout_ok())
+        return s.group_size is None and s.symmetric and x.dtype in (torch.bfloat16, torch.float32)
+
+    def linear(self, x: torch.Tensor, e=None, path: str = "auto") -> torch.Tensor:
+        """x (..., K) @ weight(e).T -> (..., N). path: auto | plain | fast."""
+        if path == "fast" or (path == "auto" and self.fast_ok(x)):
+            return self._fast(x, e)
+        return F.linear(x, self.dequantized(e, x.dtype))
+
+    def _fast(self, x: torch.Tensor, e) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        scale = self._slot("scale", e)
+        if self.scheme.bits == 8:
+            y = torch.ops.aten._weight_int8pack_mm(x2, self._slot("codes", e), scale[:, 0].to(x.dtype))
+        else:
+            scale_CN = scale.t().to(x.dtype)
+            if self.zero_point is None:
+                zero_CN = torch.zeros_like(scale_CN)
+            else:  # (q - zp) * s = q * s + (-zp * s): the kernel's form
+                zero_CN = -(self._slot("zero_point", e).t().to(x.dtype) * scale_CN)
+            sz = torch.stack((scale_CN, zero_CN), dim=-1).contiguous()  # (C, N, 2)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self._slot("codes", e), self.scheme.group_size, sz)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+class QuantLinear(nn.Module):
+    """A weight-only quantized nn.Linear: `weight` is a PackedWeight; the bias stays a float parameter."""
+
+    def __init__(self, in_features, out_features, scheme: Scheme, bias: bool = False, device=None, dtype=None,
+                 where: str = "linear"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = PackedWeight(out_features, in_features, scheme, device=device, where=where)
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.path = "auto"
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, scheme: Scheme, where: str = "linear") -> "QuantLinear":
+        w = linear.weight.detach()
+        q = cls(linear.in_features, linear.out_features, scheme, linear.bias is not None, device=w.device,
+                dtype=w.dtype, where=where)
+        q.weight.set_float(w)
+        if linear.bias is not None:
+            q.bias = nn.Parameter(linear.bias.detach(), requires_grad=False)
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.weight.linear(x, path=self.path)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.weight.scheme.name}, bias={self.bias is not None}"
