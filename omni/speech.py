@@ -83,6 +83,14 @@ def reread_reply(thinker, batch: dict, new_tokens: torch.Tensor):
     return out, mask, layout
 
 
+def token_embedding(thinker, trained: bool):
+    """The Thinker's token embedding as the Talker's inputs read it (the tts_* markers): the module itself when the
+    Thinker trains with the speech side, else a lookup whose result carries no gradient back to the Thinker."""
+    if trained:
+        return thinker.embed_tokens
+    return lambda ids: thinker.embed_tokens(ids).detach()
+
+
 def reply_end(reply_ids: torch.Tensor, eos_token_ids) -> torch.Tensor:
     """Index of each row's first end token in the reply (B, G) -> (B,); G where a row has none."""
     G = reply_ids.shape[1]

@@ -43,6 +43,9 @@ class ThinkerOutput:
 
 
 class Thinker(nn.Module):
+    # called outside `forward` (the Talker's inputs read token embeddings; the compiled decode step): an FSDP unit
+    fsdp_units = ("embed_tokens",)
+
     def __init__(self, cfg: ThinkerConfig):
         super().__init__()
         self.cfg = cfg

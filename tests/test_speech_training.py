@@ -179,3 +179,152 @@ def test_speech_loss_checks_its_inputs(qwen3):
         kwargs = {"reply": reply, **kwargs}
         with pytest.raises(InputError, match=message):
             speech_loss(model, batch, thinker_eos_token_ids=(IM_END,), **kwargs)
+
+
+# -- Qwen2.5-Omni --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen25(tmp_path_factory):
+    from omni.models.qwen2_5_omni.token2wav import save_speakers
+    from test_talker_qwen2_5 import build_pair
+
+    directory = tmp_path_factory.mktemp("speech_training_q25")
+    ref, _, _ = build_pair()
+    ref.save_pretrained(directory)
+    save_speakers(ref.speaker_map, directory / "spk_dict.safetensors")
+    return ref, omni.load(directory, components=("thinker", "talker"), quiet=True)
+
+
+def test_qwen25_talker_loss_and_gradients_match_reference(qwen25):
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    ref, model = qwen25
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 8, 48, generator=g)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[0, :2] = 0
+    pos = torch.arange(8).expand(3, 2, 8).clone()
+    pos[2, :, 3:] += 1
+    labels = torch.randint(0, 60, (2, 8), generator=g)
+    labels[0, :3] = -100  # nothing scored on or right after padding
+    ref.talker.zero_grad()
+    model.talker.zero_grad()
+    logits = ref.talker(inputs_embeds=x, position_ids=pos, attention_mask=mask, use_cache=False).logits
+    want = ForCausalLMLoss(logits, labels, vocab_size=logits.shape[-1])
+    got = model.talker(x, pos, mask, labels=labels).loss
+    assert abs(want.item() - got.item()) <= 1e-5
+    want.backward()
+    got.backward()
+    ours = dict(model.talker.named_parameters())
+    pairs = {"codec_head.weight": "codec_head.weight", "thinker_to_talker_proj.weight": "thinker_to_talker_proj.weight",
+             "model.layers.1.self_attn.k_proj.weight": "decoder.layers.1.attn.k_proj.weight"}
+    for ref_name, p in ref.talker.named_parameters():
+        if ref_name in pairs:
+            diff = (p.grad - ours[pairs[ref_name]].grad).abs().max().item()
+            assert diff <= 1e-5, (ref_name, diff)
+
+
+def test_qwen25_teacher_forced_pass_equals_generation(qwen25):
+    from omni.models.qwen2_5_omni.speech import speak
+
+    _, model = qwen25
+    g = torch.Generator().manual_seed(6)
+    ids = torch.randint(0, 190, (2, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    reply = model.generate(batch, max_new_tokens=5, eos_token_ids=(118,), pad_token_id=118)
+    seen, forward = [], model.talker.forward
+
+    def record(*a, **k):
+        out = forward(*a, **k)
+        seen.append(out.logits.detach().clone())  # generation edits the last logits in place
+        return out
+
+    model.talker.forward = record
+    try:
+        codes = speak(model, batch, reply, voice="chelsie", do_sample=False, max_new_tokens=12)
+        step_logits = torch.cat([s[:, -1:] for s in seen], 1).detach()
+        seen.clear()
+        n = int(codes.lengths.min())
+        lengths = codes.lengths.clamp_max(codes.codes.shape[1]).clamp_min(1)
+        loss = speech_loss(model, batch, reply, codes.codes, lengths, voice="chelsie", thinker_eos_token_ids=())
+    finally:
+        del model.talker.forward
+    forced = seen[0][:, -codes.codes.shape[1] - 1:]
+    assert n >= 1 and torch.isfinite(loss.loss) and loss.code_predictor is None
+    for row, length in enumerate(codes.lengths.tolist()):  # every step a row really decoded
+        steps = min(length + 1, step_logits.shape[1])
+        diff = (forced[row, :steps] - step_logits[row, :steps]).abs().max().item()
+        assert diff <= 1e-4, (row, diff)
+
+
+# -- training options: LoRA, gradient checkpointing, the Thinker jointly ---------------------------------------------
+
+
+def _toy_example(model):
+    ids = torch.tensor([_prompt()])
+    reply = torch.tensor([[40, 41, 42, IM_END]])
+    G = model.config.talker_config.num_code_groups
+    codes = torch.randint(0, 32, (1, G, 5), generator=torch.Generator().manual_seed(9))
+    return {"input_ids": ids}, reply, codes
+
+
+def test_gradient_checkpointing_and_joint_thinker_training(tmp_path, monkeypatch):
+    import torch.utils.checkpoint
+
+    from omni.training import set_gradient_checkpointing
+
+    _build(tmp_path)
+    model = omni.load(tmp_path, components=("thinker", "talker"), quiet=True)
+    batch, reply, codes = _toy_example(model)
+    loss = speech_loss(model, batch, reply, codes, thinker_eos_token_ids=(IM_END,))
+    loss.loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.talker.named_parameters() if p.grad is not None}
+    assert all(p.grad is None for p in model.thinker.parameters())  # the Thinker only re-reads (no graph)
+    assert "decoder.layers.0.attn.q_proj.weight" in plain and "code_predictor.lm_heads.0.weight" in plain
+    model.zero_grad(set_to_none=True)
+    assert set_gradient_checkpointing(model) >= 3  # Thinker, Talker and code predictor decoders (+ encoders)
+    model.train()  # checkpointing applies while training
+    calls, checkpoint = [], torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    again = speech_loss(model, batch, reply, codes, thinker_eos_token_ids=(IM_END,))
+    again.loss.backward()
+    assert abs(again.loss.item() - loss.loss.item()) <= 1e-6
+    talker_layers = len(model.talker.decoder.layers) + len(model.talker.code_predictor.decoder.layers)
+    assert len(calls) >= talker_layers  # the speech side's blocks ran checkpointed
+    for name, grad in plain.items():
+        assert torch.allclose(dict(model.talker.named_parameters())[name].grad, grad, atol=1e-6), name
+    model.zero_grad(set_to_none=True)
+    joint = speech_loss(model, batch, reply, codes, thinker_eos_token_ids=(IM_END,), train_thinker=True)
+    joint.loss.backward()
+    # a text-only prompt reaches the Qwen3 Talker through the Thinker's token embeddings (its hidden states only at
+    # media placeholders): that is where the joint gradient lands
+    assert model.thinker.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_lora_on_the_talker_trains_only_adapters_and_merges(tmp_path):
+    pytest.importorskip("peft")
+    from omni.training.lora import add_lora, lora_targets, merge_lora
+
+    _build(tmp_path)
+    model = omni.load(tmp_path, components=("thinker", "talker"), quiet=True)
+    modules, params = lora_targets(model, scope="talker")
+    assert any(m.startswith("talker.code_predictor.decoder.") for m in modules)
+    assert any(m.startswith("talker.decoder.") for m in modules) and params  # expert stacks too
+    assert not any(m.startswith("thinker.") for m in modules)
+    batch, reply, codes = _toy_example(model)
+    peft_model = add_lora(model, r=4, alpha=8, scope="talker")
+    adapters = [p for n, p in model.named_parameters() if p.requires_grad]
+    assert adapters and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    opt = torch.optim.SGD(adapters, lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        speech_loss(model, batch, reply, codes, thinker_eos_token_ids=(IM_END,)).loss.backward()
+        opt.step()
+    with torch.no_grad():
+        adapted = speech_loss(model, batch, reply, codes, thinker_eos_token_ids=(IM_END,)).loss
+    merged = merge_lora(peft_model)
+    with torch.no_grad():
+        assert abs(speech_loss(merged, batch, reply, codes, thinker_eos_token_ids=(IM_END,)).loss - adapted) < 1e-4

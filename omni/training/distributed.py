@@ -14,6 +14,12 @@ therefore one full block plus 1/world of everything else. The embeddings, final 
 form that component's root unit (the module whose `forward` is called: `model.thinker`, ...). Stacked expert
 tensors (E, out, in) are sharded along the expert axis like any other parameter.
 
+Parts used outside their component's `forward`: the speech side builds and scores the Talker's inputs with its
+parts directly (resizing MLPs, codec embeddings, the code predictor), inside `talker.run(fn, ...)`, and reads the
+Thinker's token embedding. A module lists such children in `fsdp_units` (each its own unit, gathered when called:
+the Thinker's `embed_tokens`) and such methods in `fsdp_methods` (registered with `register_fsdp_forward_method`,
+so calling them gathers the module's shard as its forward does: `Entry.run`, omni/nn/entry.py).
+
 Semantics: each rank computes the loss of its own micro-batch and the gradients are averaged, so a step equals a
 single process accumulating `loss_r / world` over the same micro-batches (the router aux loss is per micro-batch,
 as with any data parallelism). tests/test_fsdp.py checks exactly that with 2 CPU processes on gloo.
@@ -92,14 +98,33 @@ def shard_model(model: nn.Module, mesh=None, reshard_after_forward: bool = True,
     kwargs = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
     if mp_policy is not None:
         kwargs["mp_policy"] = mp_policy
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
     units = blocks(model)
     if not units:
         raise InputError(f"{type(model).__name__} has no decoder layers or encoder blocks to shard")
     for block in units:
         fully_shard(block, **kwargs)
+    points = entry_points(model)
+    for owner, name in points:  # innermost first: a unit's parameters leave its parent's shard
+        if isinstance(getattr(owner, name), nn.Module):
+            fully_shard(getattr(owner, name), **kwargs)
     for root in roots(model):
         fully_shard(root, **kwargs)
+    for owner, name in points:  # once the owner is a unit (registering on a plain module does nothing)
+        if not isinstance(getattr(owner, name), nn.Module):
+            register_fsdp_forward_method(owner, name)
     return model
+
+
+def entry_points(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(module, name) of every child listed in a module's `fsdp_units` and every method in its `fsdp_methods`,
+    deepest modules first."""
+    found = []
+    for module in reversed(list(model.modules())):  # named_modules is pre-order: reversed, children come first
+        found += [(module, n) for n in getattr(module, "fsdp_methods", ())]
+        found += [(module, n) for n in getattr(module, "fsdp_units", ()) if getattr(module, n, None) is not None]
+    return found
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

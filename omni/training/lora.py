@@ -19,7 +19,8 @@ without a shared expert simply has fewer targets):
 - "router": the MoE router (a plain nn.Linear) - off by default, because adapting it changes which experts
   (and so which expert adapters) each token reaches; add it deliberately.
 
-`scope` selects the part of the model (default the Thinker's decoder); encoders are adapted by passing their
+`scope` selects the part of the model (default the Thinker's decoder); "talker" names the speech side's two
+decoders (the Talker's and the code predictor's), "code_predictor" the latter; encoders are adapted by passing their
 module prefix: "thinker.vision" (fused qkv, proj, fc1, fc2 of each block) or "thinker.audio"; a tuple of
 prefixes adapts several parts with one adapter, e.g. scope=("thinker.decoder", "thinker.vision").
 peft wraps the OmniModel in place: the object you pass keeps working (`model.thinker(...)`, `model.generate(...)`),
@@ -41,6 +42,10 @@ TARGETS = {  # decoder names first, then the encoders' (vision: fused qkv + proj
 }
 EXPERT_PARAMETERS = r"ffn\.experts\.(gate_proj|up_proj|down_proj)"
 DEFAULT_TARGETS = ("attention", "mlp", "experts")
+SCOPES = {  # short names for the decoders a scope may name; any module prefix works too
+    "talker": ("talker.decoder", "talker.code_predictor.decoder"),  # the speech side's two decoders
+    "code_predictor": ("talker.code_predictor.decoder",),
+}
 
 
 def _peft():
@@ -56,7 +61,7 @@ def lora_targets(model: nn.Module, targets=DEFAULT_TARGETS, scope: str = "thinke
     unknown = [t for t in targets if t not in TARGETS and t != "experts"]
     if unknown:
         raise InputError(f"unknown LoRA target(s) {unknown}; choose from {sorted([*TARGETS, 'experts'])}")
-    scopes = (scope,) if isinstance(scope, str) else tuple(scope)
+    scopes = tuple(p for s in ((scope,) if isinstance(scope, str) else tuple(scope)) for p in SCOPES.get(s, (s,)))
     prefix = "(" + "|".join(re.escape(x) for x in scopes) + r")\..*"
     module_rx = [re.compile(prefix + TARGETS[t] + "$") for t in targets if t in TARGETS]
     modules = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(r.match(n) for r in module_rx)]

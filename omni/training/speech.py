@@ -54,14 +54,14 @@ def speech_loss(model, batch: dict, reply, codes, lengths=None, voice: str | tor
     codes = _ids("codes", codes, device, dims=None)
     if codes.shape[0] != B:
         raise InputError(f"codes hold {codes.shape[0]} rows for a batch of {B}")
-    problem = recipe.check_codes(model.talker, codes)
-    if problem:
-        raise InputError(problem)
     steps = codes.shape[-1]
     lengths = torch.full((B,), steps, device=device) if lengths is None else _ids("lengths", lengths, device, dims=1)
     if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > steps).any()):
         raise InputError(f"lengths must be (batch = {B},) counts in 1..{steps} (the codes' last axis), got "
                          f"{lengths.tolist()}")
+    problem = recipe.check_codes(model.talker, codes, torch.arange(steps, device=device)[None] < lengths[:, None])
+    if problem:
+        raise InputError(problem)
     eos = thinker_eos_token_ids
     if eos is None:
         eos = _sampling_config(model, tok, {}).eos_token_ids
@@ -84,8 +84,8 @@ def _ids(name: str, value, device, dims=2) -> torch.Tensor:
         raise InputError(f"{name} must be an integer tensor, array or nested list ({e})") from None
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise InputError(f"{name} must hold integer ids, got dtype {t.dtype}")
-    if dims is not None and t.dim() != dims:
-        raise InputError(f"{name} must have {dims} dimension(s), got shape {tuple(t.shape)}")
+    if (t.dim() != dims) if dims is not None else (t.dim() < 2):
+        raise InputError(f"{name} must have {dims or 'batch and step'} dimensions, got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise InputError(f"{name} is empty")
     return t.long()

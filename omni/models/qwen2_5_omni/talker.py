@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from ...nn import Decoder, DecoderCache
+from ...nn.entry import Entry
 from ...nn.losses import causal_lm_loss
 from ...speech import TalkerOutput
 from .config import Qwen25TalkerConfig
 
 
-class Qwen25Talker(nn.Module):
+class Qwen25Talker(Entry):
     def __init__(self, cfg: Qwen25TalkerConfig):
         super().__init__()
         self.cfg = cfg

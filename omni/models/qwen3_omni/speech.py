@@ -59,7 +59,7 @@ def speaker_embedding(talker, tk, voice) -> torch.Tensor:
     found = find_voice({**(tk.speaker_id or {}), **talker.learned_voices}, voice)
     if torch.is_tensor(found):
         return found
-    return talker.codec_embedding.weight[int(found)]
+    return talker.codec_embedding(torch.tensor([int(found)], device=talker.codec_embedding.weight.device))[0]
 
 
 def build_talker_inputs(

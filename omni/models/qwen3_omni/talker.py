@@ -21,6 +21,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...nn import Decoder, DecoderCache
+from ...nn.entry import Entry
 from ...nn.linear import Linear
 from ...nn.losses import causal_lm_loss, token_loss
 from ...nn.mlp import MLP
@@ -67,7 +68,7 @@ class CodePredictor(nn.Module):
         decoding makes one code at a time, in one call. hidden (N, D) the Talker's state that chose code 0,
         code0_embed (N, D) its embedding, codes (N, G) -> logits (N, G - 1, V)."""
         G = self.num_code_groups
-        rest = [self.embed(k, codes[:, k]) for k in range(1, G - 1)]  # codes 1..G-2 feed the later positions
+        rest = [self.embed(k, codes[:, k]) for k in range(1, G - 1)]  # codes 1..G-2 feed positions 2..G-1
         h = self(torch.stack([hidden, code0_embed, *rest], dim=1))  # (N, G, D), positions 0..G-1
         return torch.stack([self.logits(k, h[:, k]) for k in range(1, G)], dim=1)
 
@@ -76,7 +77,7 @@ class CodePredictor(nn.Module):
         return token_loss(self.frame_logits(hidden, code0_embed, codes), codes[:, 1:])
 
 
-class Talker(nn.Module):
+class Talker(Entry):
     """Talker decoder (MoE with a sigmoid-gated shared expert, interleaved M-RoPE) + its code predictor."""
 
     def __init__(self, cfg: Qwen3TalkerConfig):

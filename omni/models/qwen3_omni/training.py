@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ...nn.losses import token_loss
-from ...speech import SpeechLoss, reply_end, reread_reply, step_targets, teacher_forced
+from ...speech import SpeechLoss, reply_end, reread_reply, step_targets, teacher_forced, token_embedding
 from .speech import build_talker_inputs
 
 
@@ -33,14 +33,20 @@ def speech_loss(model, batch: dict, reply: torch.Tensor, codes: torch.Tensor, le
     """batch: the prompt (processor layout, left-padded, ending with the assistant header); reply (B, N) the
     Thinker's reply ids (its end token included); codes (B, G, F) the frames that speak it, lengths (B,) real
     frames per row. omni.training.speech_loss checks all of these first."""
-    talker = model.talker
     with torch.set_grad_enabled(train_thinker and torch.is_grad_enabled()):
         out, mask, layout = reread_reply(model.thinker, batch, reply)
+    # the Talker's parts are used outside its forward: run() gathers them under FSDP (omni.nn.entry)
+    return model.talker.run(_score, model, batch, reply, out, mask, layout, codes, lengths, voice, train_thinker,
+                            thinker_eos_token_ids)
+
+
+def _score(model, batch, reply, out, mask, layout, codes, lengths, voice, train_thinker, thinker_eos_token_ids):
+    talker = model.talker
     input_ids = batch["input_ids"]
     sequences = torch.cat([input_ids, reply.to(input_ids.device)], 1)
     layer = model.config.talker_config.accept_hidden_layer
     inputs = build_talker_inputs(
-        talker, model.config, model.thinker.embed_tokens, input_ids, sequences, out.hidden_states[0],
+        talker, model.config, token_embedding(model.thinker, train_thinker), input_ids, sequences, out.hidden_states[0],
         out.hidden_states[layer], mask, voice, thinker_eos_token_ids, **layout,
     )
     B, G, F = codes.shape
@@ -48,7 +54,8 @@ def speech_loss(model, batch: dict, reply: torch.Tensor, codes: torch.Tensor, le
     frames = codes.transpose(1, 2)  # (B, F, G)
     steps = talker.frame_embedding(frames.reshape(B * F, G)).reshape(B, F, -1)
     embeds, talker_mask, position_ids = teacher_forced(inputs, steps, lengths)
-    result = talker(embeds, position_ids, talker_mask, output_router_logits=True)
+    # .forward, not __call__: inside run() the parameters are gathered already; a nested FSDP forward would free them
+    result = talker.forward(embeds, position_ids, talker_mask, output_router_logits=True)
     scored = result.logits[:, T - 1:]  # (B, F + 1, V): the logits that choose code 0 of frame s, then eos
     talker_loss = token_loss(scored, step_targets(frames[..., 0], lengths, talker.cfg.codec_eos_token_id))
     real = torch.arange(F, device=codes.device)[None] < lengths[:, None]  # (B, F)
@@ -60,15 +67,16 @@ def speech_loss(model, batch: dict, reply: torch.Tensor, codes: torch.Tensor, le
     return SpeechLoss(loss, talker_loss, cp_loss, result.aux_loss)
 
 
-def check_codes(talker, codes: torch.Tensor) -> str | None:
+def check_codes(talker, codes: torch.Tensor, real: torch.Tensor) -> str | None:
     """What is wrong with target frames (B, G, F), or None: G codebooks, code 0 a spoken codec id (below the
-    control ids), codes 1.. inside the code predictor's vocabulary."""
+    control ids), codes 1.. inside the code predictor's vocabulary. real (B, F): the frames inside each row's
+    length (past it, frames are filler and not read)."""
     G = talker.cfg.num_code_groups
     if codes.dim() != 3 or codes.shape[1] != G:
         return f"Qwen3-Omni codes are (batch, {G} groups, frames), got shape {tuple(codes.shape)}"
     first, rest = spoken_codes(talker)
     for name, part, limit in (("code 0", codes[:, 0], first), ("codes 1..", codes[:, 1:], rest)):
-        bad = (part < 0) | (part >= limit)
+        bad = ((part < 0) | (part >= limit)) & (real if part.dim() == 2 else real[:, None])
         if bool(bad.any()):
             return f"{name} of every frame must lie in 0..{limit - 1}, found {part[bad][:5].tolist()}"
     return None
