@@ -328,3 +328,22 @@ def test_lora_on_the_talker_trains_only_adapters_and_merges(tmp_path):
     merged = merge_lora(peft_model)
     with torch.no_grad():
         assert abs(speech_loss(merged, batch, reply, codes, thinker_eos_token_ids=(IM_END,)).loss - adapted) < 1e-4
+
+
+def test_speech_loss_input_errors_qwen25_and_missing_parts(qwen25, qwen3, tmp_path):
+    ref, model = qwen25
+    batch = {"input_ids": torch.randint(0, 190, (1, 7), generator=torch.Generator().manual_seed(1))}
+    reply = torch.tensor([[5, 6, 7]])
+    for codes, message in [(torch.zeros(1, 2, 4, dtype=torch.long), "one codebook"),
+                           (torch.tensor([[1, 2, 60, 3]]), "control ids"),
+                           (torch.tensor([[1, 2, 64, 3]]), "0..63")]:
+        with pytest.raises(InputError, match=message):
+            speech_loss(model, batch, reply, codes, voice="chelsie", thinker_eos_token_ids=())
+    with pytest.raises(InputError, match="unknown voice"):
+        speech_loss(model, batch, reply, torch.tensor([[1, 2, 3, 4]]), voice="ethan", thinker_eos_token_ids=())
+    directory = tmp_path / "thinker_only"
+    omni.save(qwen3[1], directory)
+    thinker_only = omni.load(directory, components=("thinker",), quiet=True)
+    with pytest.raises(InputError, match="without \\['talker'\\]"):
+        speech_loss(thinker_only, {"input_ids": torch.tensor([_prompt()])}, torch.tensor([[40, 41, IM_END]]),
+                    torch.zeros(1, 16, 4, dtype=torch.long))
