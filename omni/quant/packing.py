@@ -127,4 +127,4 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, dt
     if zp is not None:
         x = x - zp[..., None].to(scale.dtype)
     w = (x * scale[..., None]).reshape(*lead, n, k)
-    return w if dtype is None else w.to(dtype)
+    return (w if dtype is None else w.to(dtype)).contiguous()
