@@ -130,12 +130,14 @@ def parameter_table(cfg) -> list[tuple[str, int, int]]:
 def cmd_info(args) -> int:
     from .config import PRESETS, OmniConfig
 
+    directory = None
     if args.model in PRESETS:
         cfg = OmniConfig.from_name(args.model)
     else:
         from .checkpoints.hub import resolve_config_dir
 
-        cfg = OmniConfig.from_pretrained(resolve_config_dir(args.model))
+        directory = resolve_config_dir(args.model)
+        cfg = OmniConfig.from_pretrained(directory)
     t = cfg.thinker.text_config
     print(f"model_type {cfg.model_type}")
     ffn = (f"{t.num_experts} experts (top-{t.num_experts_per_tok})" if t.num_experts
@@ -153,6 +155,13 @@ def cmd_info(args) -> int:
     missing = [c for c in all_components()[1:] if getattr(cfg, f"{c}_config", None) is not None and c not in counted]
     if missing:
         print(f"(not implemented in this omni version, not counted: {', '.join(missing)})")
+    from .release import release_of
+
+    list_voices = release_of(cfg).voice_names
+    if list_voices is not None:  # presets from the config, learned voices from <checkpoint>/voices/
+        names = list_voices(cfg, directory)
+        print(f"\nvoices: {', '.join(names['presets']) or 'none'} (presets); "
+              f"{', '.join(names['learned']) or 'none'} (learned)")
     return 0
 
 

@@ -51,6 +51,10 @@ class Release:
     check_stream_speech: Callable | None = None
     # its training.py (speech_loss, check_codes, text_steps: omni.training.speech); None: no speech training
     speech_training: Any = None
+    # a new speaker vector can be learned (omni.training.voices: talker.learned_voices, <checkpoint>/voices/)
+    learns_voices: bool = False
+    # what `omni info` lists: (config, checkpoint directory or None) -> {"presets": [...], "learned": [...]}
+    voice_names: Callable | None = None
 
     processor_defaults: dict = field(default_factory=dict)  # omni.Processor keyword defaults of this release
     # files beside the weights that only this release has: after_load(model, directory) once the weights are in,

@@ -10,7 +10,8 @@
              4. the old checkpoint's weight files that nothing names any more are removed
 
 Only the checkpoint's own files are ever replaced or removed: the weight files an index names (or
-`model.safetensors`), the index, and the files this save writes. A LoRA adapter or notes beside it stay.
+`model.safetensors`), the index, and the files this save writes. A LoRA adapter or notes beside it stay; a staged
+folder (voices/) merges into the one in place, file by file.
 """
 
 from __future__ import annotations
@@ -88,10 +89,21 @@ def commit(stage: str, directory: str) -> None:
         elif old_index:
             os.remove(os.path.join(directory, INDEX_NAME))  # the single file moved in above is now the checkpoint
         for name in others:
-            os.replace(os.path.join(stage, name), os.path.join(directory, name))
+            _move_in(os.path.join(stage, name), os.path.join(directory, name))
         for name in old_weights - new_weights:  # 4.
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(directory, name))
+
+
+def _move_in(source: str, target: str) -> None:
+    """Move a staged file over its target; a staged folder (a release's extras, e.g. voices/) merges file by file
+    into the target folder, so the files already in it that this save does not write stay."""
+    if not os.path.isdir(source):
+        os.replace(source, target)
+        return
+    os.makedirs(target, exist_ok=True)
+    for name in sorted(os.listdir(source)):
+        _move_in(os.path.join(source, name), os.path.join(target, name))
 
 
 def _second_name(path: str, alias: str) -> None:

@@ -9,12 +9,14 @@ LM loss plus `router_aux_loss_coef` times the router load-balancing loss, as in 
 `peft` is imported only when LoRA is used.
 
     speech.py       the speech side's loss: `speech_loss(model, batch, reply, codes)` (Talker + code predictor)
+    voices.py       a new voice (Qwen3-Omni): learn_voice, save_voice / load_voice (voice files beside checkpoints)
 """
 
 from .speech import speech_loss
+from .voices import learn_voice, load_voice, save_voice
 from .switches import COMPONENTS, component, freeze, set_gradient_checkpointing, trainable_parameters, unfreeze
 
 __all__ = [
     "COMPONENTS", "component", "freeze", "unfreeze", "set_gradient_checkpointing", "trainable_parameters",
-    "speech_loss",
+    "speech_loss", "learn_voice", "save_voice", "load_voice",
 ]

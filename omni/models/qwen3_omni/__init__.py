@@ -8,7 +8,8 @@
     speech.py     the Talker's inputs, the frame loop, speak / spoken_reply / stream_speech
     code2wav.py   Code2Wav: codes -> 24 kHz waveform, streamable
 
-Everything shared code needs is the one `RELEASE` record below.
+Everything shared code needs is the one `RELEASE` record below. Learned voices (omni.training.voices) load from
+and save to `<checkpoint>/voices/` through its after_load / save_extras hooks.
 """
 
 from ...positions import TimeRules
@@ -20,6 +21,28 @@ from .config import PRESETS, Qwen3OmniConfig
 from .talker import Talker
 from .vision import VisionTokenizer
 from .weights import WEIGHTS
+
+
+def after_load(model, directory: str) -> None:
+    """Voice files beside the weights (`voices/<name>.safetensors`) become learned voices."""
+    from ...training.voices import load_voices_beside
+
+    load_voices_beside(model, directory)
+
+
+def save_extras(model, directory: str) -> None:
+    from ...training.voices import save_voices_beside
+
+    save_voices_beside(model, directory)
+
+
+def voice_names(config, directory=None) -> dict:
+    from ...training.voices import voice_file_names
+
+    learned = voice_file_names(directory) if directory is not None else []
+    tk = config.talker_config
+    return {"presets": list((tk.speaker_id or {}) if tk is not None else {}), "learned": learned}
+
 
 RELEASE = register(Release(
     name="Qwen3-Omni",
@@ -39,6 +62,10 @@ RELEASE = register(Release(
     spoken_reply=speech.spoken_reply,
     stream_speech=speech.stream_speech,
     speech_training=training,
+    learns_voices=True,
+    voice_names=voice_names,
+    after_load=after_load,
+    save_extras=save_extras,
     speech_length_option="max_frames",
     processor_defaults={"n_window": 50, "position_id_per_seconds": 13.0},
 ))
