@@ -174,3 +174,21 @@ def official_modules(model: nn.Module, key_map) -> tuple[dict, list]:
 def scheme_error(name: str) -> ConfigError:
     return ConfigError(f"{name} is already quantized; quantize= applies to float models (load the float "
                        "checkpoint, or load this one without quantize=)")
+
+
+def estimated_bytes(model: nn.Module, scheme: Scheme, float_bytes: int = 2) -> tuple[int, int]:
+    """(bytes of the default scope's packed weights with `scheme`, bytes of the rest at `float_bytes` per
+    parameter) of a model, e.g. one built on the meta device (no weights needed)."""
+    names = quantizable(model)
+    packed, inside = 0, 0
+    for name in names:
+        for p in model.get_submodule(name).parameters():
+            if p.dim() < 2:  # a bias stays float
+                continue
+            *lead, n, k = p.shape
+            count = p.numel() // (n * k)
+            scales = n * scheme.scale_columns(k) * count
+            packed += p.numel() * scheme.bits // 8 + scales * float_bytes + (0 if scheme.symmetric else scales)
+            inside += p.numel()
+    rest = sum(p.numel() for p in model.parameters()) - inside
+    return packed, rest * float_bytes
