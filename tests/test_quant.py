@@ -84,7 +84,7 @@ FAST = [Scheme(4, 32), Scheme(4, 128), Scheme(4, 64, False), Scheme(8, None)]
 
 
 @pytest.mark.parametrize("scheme", FAST, ids=lambda s: s.name.replace(" ", "-"))
-@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("rows", [1, 3, 17])
 def test_fast_kernels_equal_plain_path(scheme, rows):
     q = QuantLinear.from_linear(_linear(128, 256).to(torch.bfloat16), scheme)
     x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(rows)).to(torch.bfloat16)
@@ -103,7 +103,8 @@ def test_fast_kernels_equal_plain_path(scheme, rows):
 def test_fast_path_choice():
     q = QuantLinear.from_linear(_linear(128, 256).to(torch.bfloat16), Scheme(4, 32))
     assert q.weight.fast_ok(torch.zeros(1, 256, dtype=torch.bfloat16))
-    assert not q.weight.fast_ok(torch.zeros(64, 256, dtype=torch.bfloat16))  # prefill: dequantize + GEMM
+    assert q.weight.fast_ok(torch.zeros(16, 256, dtype=torch.bfloat16))  # an expert's share of a prefill
+    assert not q.weight.fast_ok(torch.zeros(256, 256, dtype=torch.bfloat16))  # many rows: dequantize + GEMM
     assert not q.weight.fast_ok(torch.zeros(1, 256))  # the CPU int4 kernel is slow in fp32
     odd = QuantLinear.from_linear(_linear(48, 64).to(torch.bfloat16), Scheme(4, 32))
     assert not odd.weight.blocked and not odd.weight.fast_ok(torch.zeros(1, 64, dtype=torch.bfloat16))

@@ -4,9 +4,9 @@ Both keep their weights only in packed form (`PackedWeight`) and compute in one 
     plain   dequantize the weight (or one expert's) into the input's dtype, then F.linear: any device, any shape;
             the definition the fast path is tested against
     fast    torch's CPU weight-only kernels, which read the packed bytes directly: `_weight_int4pack_mm_for_cpu`
-            (int4, group 32..256, bf16 inputs, row counts 64k) and `_weight_int8pack_mm` (int8 per-channel,
-            symmetric). Used for a few rows at a time (decode), where reading the weight is the whole cost; on more
-            rows these kernels loop over the rows and a dequantized GEMM is faster (measured, docs/quantization.md).
+            (int4, group 32..256, bf16 inputs, output rows a multiple of 64) and `_weight_int8pack_mm` (int8
+            per-channel, symmetric). Used up to FAST_ROWS rows (decode, and the few rows each expert receives in a
+            prefill); these kernels cost about one weight read per row, so on many rows a dequantized GEMM wins.
 CUDA runs the plain path (no CUDA kernel here yet).
 """
 
@@ -22,7 +22,10 @@ from ..errors import CheckpointError
 from . import packing
 from .scheme import Scheme
 
-FAST_ROWS = 4  # at most this many rows take the fast kernels (measured: beyond it, dequantize + GEMM wins)
+# At most this many rows take the fast kernels: they cost about one weight read per row, while dequantize + GEMM
+# costs one dequantization (several passes over the weight) plus a GEMM that hardly grows with the rows. The
+# crossover measured on the 2-core box for a 768 x 2048 expert matrix lies beyond these (docs/quantization.md).
+FAST_ROWS = {4: 64, 8: 32}
 PARTS = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point")
 _INT4_GROUPS = (32, 64, 128, 256)
 _KERNEL_LAYOUT_OK: bool | None = None
@@ -95,6 +98,18 @@ class PackedWeight(nn.Module):
         stored = packing.codes_to_nibbles(q, self.blocked) if self.scheme.bits == 4 else q
         self._slot("codes", e).copy_(stored)
 
+    def _put_packed(self, words: torch.Tensor, e) -> None:
+        """The format's words -> the in-memory layout, in byte operations only (this runs for every weight of a
+        loading checkpoint)."""
+        slot = self._slot("codes", e)
+        if self.scheme.bits == 8:
+            slot.copy_(packing.from_stored(packing.stored_from_int32(words, 8, self.in_features), 8))
+        elif not self.blocked:  # the rows layout is the format's bytes
+            slot.copy_(words.contiguous().view(torch.uint8))
+        else:
+            stored = packing.stored_from_int32(words, 4, self.in_features)
+            slot.copy_(packing.stored_to_nibbles(stored, blocked=True))
+
     @torch.no_grad()
     def set_part(self, part: str, t: torch.Tensor, e, key: str, dtype=None) -> None:
         """Place one stored tensor of the format (`weight_packed`, ...) after checking its shape and dtype."""
@@ -114,7 +129,7 @@ class PackedWeight(nn.Module):
                 raise CheckpointError(f"{key} says {t.tolist()}, the model's weight there is [{n}, {k}]: the packed "
                                       "tensors do not belong to this config")
         elif part == "weight_packed":
-            self._put_codes(packing.unpack_int32(t, bits, k), e)
+            self._put_packed(t, e)
         elif part == "weight_scale":
             if not t.is_floating_point():
                 raise CheckpointError(f"{key} has dtype {t.dtype}; scales are floating point")
@@ -140,12 +155,22 @@ class PackedWeight(nn.Module):
 
     def dequantized(self, e=None, dtype=None) -> torch.Tensor:
         zp = None if self.zero_point is None else self._slot("zero_point", e)
-        return packing.dequantize(self.codes_of(e), self._slot("scale", e), zp, dtype)
+        scale = self._slot("scale", e)
+        if self.scheme.bits == 8:
+            return packing.dequantize(self._slot("codes", e), scale, zp, dtype)
+        stored = packing.nibbles_to_stored(self._slot("codes", e), self.blocked, self.in_features)
+        return packing.dequantize(stored, scale, zp, dtype, offset=8)
 
     def export(self, e=None) -> dict:
         """The format's tensors of this weight (expert e): suffix -> tensor."""
-        q = self.codes_of(e)
-        out = {"weight_packed": packing.pack_int32(q, self.scheme.bits), "weight_scale": self._slot("scale", e),
+        codes, bits = self._slot("codes", e), self.scheme.bits
+        if bits == 8:
+            words = packing.int32_from_stored(packing.to_stored(codes, 8), 8)
+        elif not self.blocked:
+            words = codes.contiguous().view(torch.int32)
+        else:
+            words = packing.int32_from_stored(packing.nibbles_to_stored(codes, True, self.in_features), 4)
+        out = {"weight_packed": words, "weight_scale": self._slot("scale", e),
                "weight_shape": torch.tensor([self.out_features, self.in_features], dtype=torch.int64)}
         if self.zero_point is not None:
             out["weight_zero_point"] = packing.pack_zero_point(self._slot("zero_point", e), self.scheme.bits)
@@ -158,7 +183,7 @@ class PackedWeight(nn.Module):
 
     def fast_ok(self, x: torch.Tensor) -> bool:
         rows = x.numel() // x.shape[-1]
-        if x.device.type != "cpu" or rows > FAST_ROWS or torch.compiler.is_compiling():
+        if x.device.type != "cpu" or rows > FAST_ROWS[self.scheme.bits] or torch.compiler.is_compiling():
             return False
         s = self.scheme
         if s.bits == 4:

@@ -29,26 +29,23 @@ def _little_endian() -> None:
         raise NotImplementedError("pack-quantized checkpoints are read on little-endian hosts only")
 
 
+def to_stored(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Signed codes int8 -> offset-binary stored values uint8 (wrapping int8 arithmetic: -128 + 128 -> 0)."""
+    return (q + (1 << (bits - 1))).view(torch.uint8) if bits < 8 else (q.view(torch.uint8) ^ 0x80)
+
+
+def from_stored(s: torch.Tensor, bits: int) -> torch.Tensor:
+    return (s.view(torch.int8) - (1 << (bits - 1))) if bits < 8 else (s ^ 0x80).view(torch.int8)
+
+
 def pack_int32(q: torch.Tensor, bits: int) -> torch.Tensor:
     """Signed codes (..., K) int8 -> the format's packed words (..., ceil(K*bits/32)) int32 (packs the last dim)."""
-    _little_endian()
-    s = (q.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8)  # offset binary
-    per_word = 32 // bits
-    pad = -s.shape[-1] % per_word
-    if pad:
-        s = torch.nn.functional.pad(s, (0, pad))
-    if bits == 4:
-        s = s[..., 0::2] | (s[..., 1::2] << 4)
-    return s.contiguous().reshape(-1).view(torch.int32).reshape(*s.shape[:-1], -1)  # flat view: any strides
+    return int32_from_stored(to_stored(q.contiguous(), bits), bits)
 
 
 def unpack_int32(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     """The inverse of `pack_int32`: packed words (..., W) int32 -> signed codes (..., k) int8."""
-    _little_endian()
-    b = packed.contiguous().reshape(-1).view(torch.uint8).reshape(*packed.shape[:-1], -1)
-    if bits == 4:
-        b = torch.stack((b & 15, b >> 4), dim=-1).flatten(-2)
-    return (b[..., :k].to(torch.int16) - (1 << (bits - 1))).to(torch.int8)
+    return from_stored(stored_from_int32(packed, bits, k).contiguous(), bits)
 
 
 def pack_zero_point(zp: torch.Tensor, bits: int) -> torch.Tensor:
@@ -61,32 +58,63 @@ def unpack_zero_point(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# In-memory int4 layouts (uint8 nibble pairs) <-> signed codes
+# Stored (offset-binary) values as uint8, and the in-memory int4 layouts. These work on bytes only (no int16 or
+# float temporaries): loading a checkpoint moves every weight through them.
+
+
+def stored_from_int32(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
+    """The format's words (..., W) int32 -> stored values s = q + 2^(bits-1) (..., k) uint8."""
+    _little_endian()
+    b = packed.contiguous().reshape(-1).view(torch.uint8).reshape(*packed.shape[:-1], -1)
+    if bits == 4:
+        b = torch.stack((b & 15, b >> 4), dim=-1).flatten(-2)
+    return b[..., :k]
+
+
+def int32_from_stored(s: torch.Tensor, bits: int) -> torch.Tensor:
+    """Stored values (..., K) uint8 -> the format's words (..., ceil(K*bits/32)) int32."""
+    _little_endian()
+    pad = -s.shape[-1] % (32 // bits)
+    if pad:
+        s = torch.nn.functional.pad(s, (0, pad))
+    if bits == 4:
+        s = s[..., 0::2] | (s[..., 1::2] << 4)
+    s = s.contiguous()
+    return s.reshape(-1).view(torch.int32).reshape(*s.shape[:-1], -1)
 
 
 def blocked_fits(n: int, k: int) -> bool:
     return n % BLOCK_ROWS == 0 and k % 2 == 0
 
 
-def codes_to_nibbles(q: torch.Tensor, blocked: bool) -> torch.Tensor:
-    """Signed int4 codes (..., N, K) int8 -> nibble bytes in the `rows` or `blocked` layout (module docstring)."""
-    s = (q.to(torch.int16) + 8).to(torch.uint8)
+def stored_to_nibbles(s: torch.Tensor, blocked: bool) -> torch.Tensor:
+    """int4 stored values (..., N, K) uint8 -> nibble bytes in the `rows` or `blocked` layout (module docstring)."""
     if not blocked:
-        return pack_int32(q, 4).view(torch.uint8)
+        return int32_from_stored(s, 4).view(torch.uint8)
     *lead, n, k = s.shape
     s = s.reshape(*lead, n // BLOCK_ROWS, BLOCK_ROWS, k).transpose(-1, -2)  # (..., N/64, K, 64)
     half = BLOCK_ROWS // 2
     return (s[..., :half] | (s[..., half:] << 4)).reshape(*lead, n, k // 2)
 
 
-def nibbles_to_codes(b: torch.Tensor, blocked: bool, k: int) -> torch.Tensor:
-    """The inverse of `codes_to_nibbles`: (..., N, bytes) uint8 -> signed codes (..., N, k) int8."""
+def nibbles_to_stored(b: torch.Tensor, blocked: bool, k: int) -> torch.Tensor:
+    """The inverse of `stored_to_nibbles`: (..., N, bytes) uint8 -> stored values (..., N, k) uint8."""
     if not blocked:
-        return unpack_int32(b.view(torch.int32), 4, k)
+        return stored_from_int32(b.view(torch.int32), 4, k)
     *lead, n, _ = b.shape
     v = b.reshape(*lead, n // BLOCK_ROWS, k, BLOCK_ROWS // 2)
     s = torch.cat((v & 15, v >> 4), dim=-1)  # (..., N/64, K, 64)
-    return (s.transpose(-1, -2).reshape(*lead, n, k).to(torch.int16) - 8).to(torch.int8)
+    return s.transpose(-1, -2).reshape(*lead, n, k)
+
+
+def codes_to_nibbles(q: torch.Tensor, blocked: bool) -> torch.Tensor:
+    """Signed int4 codes (..., N, K) int8 -> nibble bytes."""
+    return stored_to_nibbles((q + 8).view(torch.uint8), blocked)
+
+
+def nibbles_to_codes(b: torch.Tensor, blocked: bool, k: int) -> torch.Tensor:
+    """Nibble bytes -> signed int4 codes (..., N, k) int8."""
+    return nibbles_to_stored(b, blocked, k).view(torch.int8) - 8
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -118,13 +146,17 @@ def quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool
     return q.reshape(*lead, n, k), scale, zp
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, dtype=None) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, dtype=None,
+               offset: int = 0) -> torch.Tensor:
     """codes (..., N, K) int8, scale (..., N, C), zero point (..., N, C) or None -> w (..., N, K) in scale's dtype
-    (then cast to `dtype`): (q - zp) * scale, the format's formula in the scale's dtype."""
+    (then cast to `dtype`): (q - zp) * scale, the format's formula in the scale's dtype. With `offset`, `q` holds
+    stored values (uint8, q + offset); small integers are exact in every float dtype, so the result is the same."""
     *lead, n, k = q.shape
     c = scale.shape[-1]
     x = q.reshape(*lead, n, c, k // c).to(scale.dtype)
+    if offset:
+        x.sub_(offset)
     if zp is not None:
-        x = x - zp[..., None].to(scale.dtype)
-    w = (x * scale[..., None]).reshape(*lead, n, k)
+        x.sub_(zp[..., None].to(scale.dtype))
+    w = x.mul_(scale[..., None]).reshape(*lead, n, k)
     return (w if dtype is None else w.to(dtype)).contiguous()
