@@ -124,7 +124,7 @@ def test_quantized_experts_paths_and_dequantized_reference(scheme, tokens):
     w = torch.rand(tokens, 2)
     with torch.no_grad():
         want = experts(x, idx, w, path="segmented")
-        for path in ("few", "segmented"):
+        for path in ("few", "segmented", "gather"):
             assert torch.allclose(q(x, idx, w, path=path), want, atol=1e-6, rtol=1e-5), path
         xb, wb = x.bfloat16(), w.bfloat16()
         qb = QuantExperts.from_experts(experts.bfloat16(), scheme)
@@ -151,3 +151,15 @@ def test_decode_reads_only_the_active_experts():
     with torch.no_grad():
         q(torch.randn(1, 64), torch.tensor([[2, 5]]), torch.tensor([[0.5, 0.5]]))
     assert sorted(set(touched)) == [2, 5]
+
+
+def test_compiled_decode_of_a_quantized_model(tmp_path):
+    """Under torch.compile (fullgraph) the experts take the gather path and the kernels the plain one."""
+    import omni
+    from omni.demo import build_tiny_checkpoint
+
+    model = omni.load(build_tiny_checkpoint(str(tmp_path), seed=0), quiet=True, quantize="int4", group_size=32)
+    ids = torch.randint(11, 200, (1, 12), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    want = model.generate(batch, max_new_tokens=6, eos_token_ids=())
+    assert torch.equal(model.generate(batch, max_new_tokens=6, eos_token_ids=(), compile="eager"), want)

@@ -3,7 +3,10 @@
 Same call and same routing arithmetic as `Experts`, over three PackedWeight stacks (E, F, D) / (E, D, F). Two paths:
     few        a handful of tokens (decode): each (token, expert) pair multiplies by that expert's packed weights
                only, through the fast kernels where they apply; no other expert's bytes are read
-    segmented  rows sorted by expert; each expert that received rows is dequantized once and applied with a GEMM
+    segmented  rows sorted by expert; each expert that received rows is applied once (fast kernel or dequantized
+               GEMM, by its row count)
+    gather     under torch.compile (a fullgraph decode step): the chosen experts' weights gathered and dequantized
+               into (N, F, D) stacks and applied with bmm; static shapes, no host sync
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from .modules import PackedWeight
 from .scheme import Scheme
 
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-PATHS = ("auto", "few", "segmented")
+PATHS = ("auto", "few", "segmented", "gather")
 
 
 class QuantExperts(nn.Module):
@@ -45,7 +48,12 @@ class QuantExperts(nn.Module):
         if path not in PATHS:
             raise InputError(f"unknown quantized MoE path {path!r}; use one of {PATHS}")
         if path == "auto":
-            path = "few" if x_TD.shape[0] <= FEW_TOKENS and not torch.is_grad_enabled() else "segmented"
+            if torch.compiler.is_compiling():
+                path = "gather"
+            else:
+                path = "few" if x_TD.shape[0] <= FEW_TOKENS and not torch.is_grad_enabled() else "segmented"
+        if path == "gather":
+            return self._gather(x_TD, idx_TA, w_TA)
         return self._few(x_TD, idx_TA, w_TA) if path == "few" else self._segmented(x_TD, idx_TA, w_TA)
 
     def _expert(self, e: int, rows: torch.Tensor) -> torch.Tensor:
@@ -66,6 +74,17 @@ class QuantExperts(nn.Module):
                 acc = y if acc is None else acc + y
             out.append(acc)
         return torch.cat(out) if T > 1 else out[0]
+
+    def _gather(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
+        T, A = idx_TA.shape
+        idx_N = idx_TA.flatten()
+        x_N1D = x_TD.repeat_interleave(A, dim=0)[:, None, :]  # (N, 1, D): row n = token n // A
+        gate_NFD = self.gate_proj.dequantized(idx_N, x_TD.dtype)
+        up_NFD = self.up_proj.dequantized(idx_N, x_TD.dtype)
+        down_NDF = self.down_proj.dequantized(idx_N, x_TD.dtype)
+        h_N1F = F.silu(torch.bmm(x_N1D, gate_NFD.transpose(1, 2))) * torch.bmm(x_N1D, up_NFD.transpose(1, 2))
+        y_NAD = torch.bmm(h_N1F, down_NDF.transpose(1, 2)).view(T, A, -1)
+        return (y_NAD * w_TA[..., None].to(y_NAD.dtype)).sum(1)
 
     def _segmented(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
         T, A = idx_TA.shape
