@@ -1,0 +1,78 @@
+"""What quantization costs in quality, on the reference-size random Thinker (benchmarks/build.py "reference").
+
+For a few random chat prompts the bf16 model answers greedily; int8 (per channel) and int4 (group 128) models run
+teacher-forced on that same answer. Reported per scheme: the share of answer positions whose greedy token is the
+bf16 one, the mean KL(bf16 || quantized) of the next-token distributions there, and how many tokens a free-running
+greedy answer keeps identical before it first departs.
+
+    python benchmarks/quant_quality.py --out /tmp/qq --json benchmarks/results/quant_quality.json
+
+Random weights make the logits flatter than a trained model's (small margins between the top tokens), so these
+figures are a pessimistic check that the arithmetic is right, not a measure of a trained model's quality loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+import omni
+from build import build, chat_prompt
+
+SCHEMES = {"int8 channel": dict(quantize="int8", group_size=None), "int4 group 128": dict(quantize="int4",
+                                                                                           group_size=128)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="where the random reference-size checkpoint is built")
+    p.add_argument("--json", default=None)
+    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--prompt-tokens", type=int, default=48)
+    p.add_argument("--new-tokens", type=int, default=32)
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    if not os.path.exists(os.path.join(args.out, "config.json")):
+        build(args.out, "reference")
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.tensor([chat_prompt(torch.randint(11, 240, (args.prompt_tokens,), generator=g).tolist())])
+               for _ in range(args.prompts)]
+    base = omni.load(args.out, components=("thinker",), dtype="bfloat16", quiet=True)
+    answers, base_logits = [], []
+    with torch.no_grad():
+        for ids in prompts:
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            new = base.generate(batch, max_new_tokens=args.new_tokens, eos_token_ids=())
+            full = torch.cat([ids, new], 1)
+            answers.append((ids, new, full))
+            base_logits.append(base.thinker(input_ids=full).logits[0, ids.shape[1] - 1 : -1].float())
+    del base
+    result = {"model": "benchmarks/build.py reference (random, thinker)", "prompts": args.prompts,
+              "new_tokens": args.new_tokens}
+    for label, options in SCHEMES.items():
+        model = omni.load(args.out, components=("thinker",), dtype="bfloat16", quiet=True, **options)
+        kept, kl, prefix = [], [], []
+        with torch.no_grad():
+            for (ids, new, full), want in zip(answers, base_logits):
+                got = model.thinker(input_ids=full).logits[0, ids.shape[1] - 1 : -1].float()
+                kept.append((got.argmax(-1) == want.argmax(-1)).float().mean().item())
+                kl.append(torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True,
+                                                     reduction="batchmean").item())
+                free = model.generate({"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                                      max_new_tokens=args.new_tokens, eos_token_ids=())
+                same = (free[0] == new[0]).int().cumprod(0).sum().item()
+                prefix.append(same)
+        result[label] = {"greedy_tokens_kept": round(sum(kept) / len(kept), 4),
+                         "mean_kl_nats": round(sum(kl) / len(kl), 5),
+                         "free_run_identical_prefix": prefix}
+        print(label, result[label], flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
