@@ -48,7 +48,11 @@ class PackedWeight(nn.Module):
     """One quantized (N, K) weight, or a stack of E of them (experts).
 
     Buffers: codes (E?, N, bytes) uint8 for int4 (packing module docstring) or (E?, N, K) int8 for int8;
-    scale (E?, N, C) float; zero_point (E?, N, C) int8 for asymmetric schemes.
+    zero_point (E?, N, C) int8 for asymmetric schemes; and the scales, in one of two forms:
+        scale       (E?, N, C) float, the format's layout
+        scale_zero  (E?, C, N, 2) float, the CPU int4 kernel's operand (scale, -zero_point * scale), for weights the
+                    kernel can read: built once here instead of on every call (decode calls it thousands of times
+                    per token); `scale_of` gives the (N, C) view of it
     """
 
     def __init__(self, out_features: int, in_features: int, scheme: Scheme, experts: int | None = None,
@@ -64,7 +68,9 @@ class PackedWeight(nn.Module):
         else:
             codes = torch.empty(*self.lead, out_features, in_features, dtype=torch.int8, device=device)
         self.register_buffer("codes", codes)
+        self.kernel_form = (scheme.bits == 4 and self.blocked and scheme.group_size in _INT4_GROUPS)
         self.register_buffer("scale", None)  # allocated by the first scale set, in its dtype
+        self.register_buffer("scale_zero", None)
         c = scheme.scale_columns(in_features)
         zp = None if scheme.symmetric else torch.empty(*self.lead, out_features, c, dtype=torch.int8, device=device)
         self.register_buffer("zero_point", zp)
@@ -76,12 +82,35 @@ class PackedWeight(nn.Module):
         t = getattr(self, name)
         return t if e is None else t[e]
 
+    def scale_of(self, e=None) -> torch.Tensor:
+        """The scales (E?, N, C) (of expert e)."""
+        if self.kernel_form:
+            return self._slot("scale_zero", e)[..., 0].transpose(-1, -2)
+        return self._slot("scale", e)
+
     def _put_scale(self, scale: torch.Tensor, e, dtype=None) -> None:
         scale = scale if dtype is None else scale.to(dtype)
-        if self.scale is None:
-            c = self.scheme.scale_columns(self.in_features)
+        c = self.scheme.scale_columns(self.in_features)
+        if self.kernel_form:
+            if self.scale_zero is None:
+                self.scale_zero = torch.zeros(*self.lead, c, self.out_features, 2, dtype=scale.dtype,
+                                              device=self.codes.device)
+        elif self.scale is None:
             self.scale = torch.empty(*self.lead, self.out_features, c, dtype=scale.dtype, device=self.codes.device)
-        self._slot("scale", e).copy_(scale)
+        self.scale_of(e).copy_(scale)
+        self._update_zero(e)
+
+    def _put_zero_point(self, zp: torch.Tensor, e) -> None:
+        self._slot("zero_point", e).copy_(zp)
+        self._update_zero(e)
+
+    def _update_zero(self, e) -> None:
+        """The kernel form's second column, -zero_point * scale, once both are known ((q - zp) * s = q * s + that)."""
+        if not self.kernel_form or self.zero_point is None or self.scale_zero is None:
+            return
+        sz = self._slot("scale_zero", e)
+        zp_CN = self._slot("zero_point", e).transpose(-1, -2).to(sz.dtype)
+        sz[..., 1] = -(zp_CN * sz[..., 0])
 
     @torch.no_grad()
     def set_float(self, w: torch.Tensor, e=None, dtype=None) -> None:
@@ -89,9 +118,9 @@ class PackedWeight(nn.Module):
         w = w.to(device=self.codes.device, dtype=dtype or w.dtype)
         q, scale, zp = packing.quantize(w, self.scheme.bits, self.scheme.group_size, self.scheme.symmetric)
         self._put_codes(q, e)
-        self._put_scale(scale, e)
         if zp is not None:
-            self._slot("zero_point", e).copy_(zp)
+            self._put_zero_point(zp, e)
+        self._put_scale(scale, e)
         self.filled.update((p, e) for p in self.expected_parts())
 
     def _put_codes(self, q: torch.Tensor, e) -> None:
@@ -135,7 +164,7 @@ class PackedWeight(nn.Module):
                 raise CheckpointError(f"{key} has dtype {t.dtype}; scales are floating point")
             self._put_scale(t, e, dtype)
         else:
-            self._slot("zero_point", e).copy_(packing.unpack_zero_point(t, bits, n))
+            self._put_zero_point(packing.unpack_zero_point(t, bits, n), e)
         self.filled.add((part, e))
 
     def expected_parts(self) -> tuple:
@@ -155,7 +184,7 @@ class PackedWeight(nn.Module):
 
     def dequantized(self, e=None, dtype=None) -> torch.Tensor:
         zp = None if self.zero_point is None else self._slot("zero_point", e)
-        scale = self._slot("scale", e)
+        scale = self.scale_of(e)
         if self.scheme.bits == 8:
             return packing.dequantize(self._slot("codes", e), scale, zp, dtype)
         stored = packing.nibbles_to_stored(self._slot("codes", e), self.blocked, self.in_features)
@@ -170,14 +199,15 @@ class PackedWeight(nn.Module):
             words = codes.contiguous().view(torch.int32)
         else:
             words = packing.int32_from_stored(packing.nibbles_to_stored(codes, True, self.in_features), 4)
-        out = {"weight_packed": words, "weight_scale": self._slot("scale", e),
+        out = {"weight_packed": words, "weight_scale": self.scale_of(e).contiguous(),
                "weight_shape": torch.tensor([self.out_features, self.in_features], dtype=torch.int64)}
         if self.zero_point is not None:
             out["weight_zero_point"] = packing.pack_zero_point(self._slot("zero_point", e), self.scheme.bits)
         return out
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.zero_point) if t is not None)
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scale, self.scale_zero, self.zero_point)
+                   if t is not None)
 
     # -- compute ---------------------------------------------------------------------------------------------
 
@@ -199,17 +229,13 @@ class PackedWeight(nn.Module):
 
     def _fast(self, x: torch.Tensor, e) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
-        scale = self._slot("scale", e)
         if self.scheme.bits == 8:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self._slot("codes", e), scale[:, 0].to(x.dtype))
+            scale = self._slot("scale", e)[:, 0]
+            y = torch.ops.aten._weight_int8pack_mm(x2, self._slot("codes", e), scale.to(x.dtype))
         else:
-            scale_CN = scale.t().to(x.dtype)
-            if self.zero_point is None:
-                zero_CN = torch.zeros_like(scale_CN)
-            else:  # (q - zp) * s = q * s + (-zp * s): the kernel's form
-                zero_CN = -(self._slot("zero_point", e).t().to(x.dtype) * scale_CN)
-            sz = torch.stack((scale_CN, zero_CN), dim=-1).contiguous()  # (C, N, 2)
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self._slot("codes", e), self.scheme.group_size, sz)
+            sz = self._slot("scale_zero", e)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self._slot("codes", e), self.scheme.group_size,
+                                                            sz if sz.dtype == x.dtype else sz.to(x.dtype))
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
