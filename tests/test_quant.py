@@ -134,6 +134,8 @@ def test_quantized_experts_paths_and_dequantized_reference(scheme, tokens):
         if all(getattr(qb, n).fast_ok(xb[:1]) for n in ("gate_proj", "up_proj", "down_proj")):
             fast = qb(xb, idx, wb, path="few").float()
             assert (fast - plain).abs().max().item() <= 2 ** -6 * plain.abs().max().item()
+            qb.linear_path = "auto"  # decode's hoisted int4 loop: the same arithmetic as the per-matrix fast path
+            assert torch.equal(qb(xb, idx, wb, path="few").float(), fast)
 
 
 def test_decode_reads_only_the_active_experts():

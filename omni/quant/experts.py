@@ -65,6 +65,8 @@ class QuantExperts(nn.Module):
     def _few(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
         T, A = idx_TA.shape
         experts, weights = idx_TA.tolist(), w_TA.tolist()  # one host sync each for the whole layer
+        if self.linear_path == "auto" and all(self._int4_ready(getattr(self, p), x_TD) for p in PROJECTIONS):
+            return self._few_int4(x_TD, experts, weights)
         out = []
         for t in range(T):
             row = x_TD[t : t + 1]  # (1, D)
@@ -74,6 +76,27 @@ class QuantExperts(nn.Module):
                 acc = y if acc is None else acc + y
             out.append(acc)
         return torch.cat(out) if T > 1 else out[0]
+
+    @staticmethod
+    def _int4_ready(weight, x_TD) -> bool:
+        return weight.kernel_form and weight.fast_ok(x_TD[:1]) and weight.scale_zero.dtype == x_TD.dtype
+
+    def _few_int4(self, x_TD, experts, weights) -> torch.Tensor:
+        """`_few` straight on the CPU int4 kernel: a decode step calls it 3 x top-k times per layer, so the
+        per-call checks and reshapes of `PackedWeight.linear` are hoisted out of the loop (same arithmetic)."""
+        mm = torch.ops.aten._weight_int4pack_mm_for_cpu
+        g, u, d = self.gate_proj, self.up_proj, self.down_proj
+        group = g.scheme.group_size
+        out = []
+        for t, (row_experts, row_weights) in enumerate(zip(experts, weights)):
+            row = x_TD[t : t + 1]  # (1, D)
+            acc = None
+            for e, w in zip(row_experts, row_weights):
+                h = F.silu(mm(row, g.codes[e], group, g.scale_zero[e])).mul_(mm(row, u.codes[e], group, u.scale_zero[e]))
+                y = mm(h, d.codes[e], group, d.scale_zero[e]).mul_(w)
+                acc = y if acc is None else acc.add_(y)
+            out.append(acc)
+        return torch.cat(out) if len(out) > 1 else out[0]
 
     def _gather(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
         T, A = idx_TA.shape
