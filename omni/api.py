@@ -67,6 +67,7 @@ def load(
     quiet: bool = False,
     quantize: str | None = None,
     group_size: int | None = 128,
+    quantize_scope=None,
 ) -> OmniModel:
     """Load an official Qwen-Omni checkpoint (local directory or hub repo id) into an OmniModel.
 
@@ -75,7 +76,8 @@ def load(
     dtype: cast floating tensors (default: keep the stored dtype). device: where the weights go.
     quantize: "int4" or "int8" quantizes the Thinker's and Talker's decoder layers while the float checkpoint
         streams in (group_size 32 / 64 / 128, None for per-channel scales); a pack-quantized (compressed-tensors)
-        checkpoint loads quantized without it (docs/quantization.md).
+        checkpoint loads quantized without it (docs/quantization.md). quantize_scope: which layers, as a predicate
+        on (omni module name, module) (default: omni.quant.in_default_scope).
     """
     requested = components
     components = normalize_components(components)
@@ -95,7 +97,7 @@ def load(
         components = tuple(c for c in normalize_components(None, config) if c == "thinker" or c in held)
     with torch.device("meta"):
         model = OmniModel(config, components)
-    prepare_load(model, directory, config, weight_map(directory), quantize, group_size, device, dtype)
+    prepare_load(model, directory, config, weight_map(directory), quantize, group_size, device, dtype, quantize_scope)
     progress = None
     if not quiet:
         from tqdm.auto import tqdm

@@ -185,3 +185,17 @@ def test_quantize_on_load_equals_quantize_in_memory(float_dir):
     in_memory = omni.quantize(omni.load(float_dir, components=("thinker",), quiet=True), "int4", group_size=32)
     want, got = loaded.state_dict(), in_memory.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_wider_scope_on_load_lm_head_int8(float_dir, tmp_path):
+    from omni.quant import in_default_scope
+
+    model = omni.load(float_dir, components=("thinker",), quiet=True, quantize="int8", group_size=None,
+                      quantize_scope=lambda name, m: in_default_scope(name, m) or name == "thinker.lm_head")
+    assert isinstance(model.thinker.lm_head, QuantLinear)
+    ref = dequantized_reference(float_dir, model, tmp_path / "ref")
+    ids = torch.randint(0, 200, (2, 11), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert _relative(model.thinker(input_ids=ids).logits, ref.thinker(input_ids=ids).logits) <= 1e-3
+    omni.save(model, tmp_path / "saved")  # lm_head is written packed and read back packed
+    assert isinstance(omni.load(tmp_path / "saved", quiet=True).thinker.lm_head, QuantLinear)

@@ -16,7 +16,7 @@ from .modules import PackedWeight, QuantLinear
 from .scheme import Scheme, make_config, parse_config, scheme_from_options
 
 __all__ = ["quantize", "Scheme", "QuantLinear", "QuantExperts", "PackedWeight", "is_quantized", "DEFAULT_SCOPE",
-           "quantized_bytes"]
+           "in_default_scope", "quantized_bytes"]
 
 
 def quantize(model, quantize: str = "int4", group_size=128, symmetric: bool = True, scope=None):
@@ -24,13 +24,16 @@ def quantize(model, quantize: str = "int4", group_size=128, symmetric: bool = Tr
     scheme = scheme_from_options(quantize, group_size, symmetric)
     if is_quantized(model):
         raise ConfigError("this model is already quantized; omni.quantize takes a float model")
+    if scope is not None and not callable(scope):
+        raise ConfigError(f"scope must be a predicate on (module name, module), got {scope!r}")
     if any(p.is_meta for p in model.parameters()):
         raise ConfigError("this model lives on the meta device: load its weights before quantizing it")
     quantize_in_memory(model, scheme, quantizable(model, scope))
     return model
 
 
-def prepare_load(model, directory: str, config, weight_keys, quantize, group_size, device, dtype) -> None:
+def prepare_load(model, directory: str, config, weight_keys, quantize, group_size, device, dtype,
+                 scope=None) -> None:
     """Before the weights stream in: make the meta-device model's layers quantized ones where the checkpoint is
     stored packed (its quantization_config) or where `quantize=` asks for it. Every check runs here, before any
     tensor is read."""
@@ -42,7 +45,9 @@ def prepare_load(model, directory: str, config, weight_keys, quantize, group_siz
         _prepare_packed(model, parse_config(qc, f"{directory}/config.json"), weight_keys, device, dtype)
     elif quantize is not None:
         scheme = scheme_from_options(quantize, group_size)
-        prepare_empty(model, lambda _: scheme, quantizable(model), device, dtype)
+        if scope is not None and not callable(scope):
+            raise ConfigError(f"quantize_scope must be a predicate on (module name, module), got {scope!r}")
+        prepare_empty(model, lambda _: scheme, quantizable(model, scope), device, dtype)
     elif any(k.endswith(".weight_packed") for k in weight_keys):
         raise CheckpointError(f"{directory} stores packed weights (`.weight_packed`) but its config.json has no "
                               "quantization_config; restore the config that came with the weights")
