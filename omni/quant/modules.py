@@ -228,7 +228,7 @@ class PackedWeight(nn.Module):
         return F.linear(x, self.dequantized(e, x.dtype))
 
     def _fast(self, x: torch.Tensor, e) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()  # the kernels read rows as dense vectors
         if self.scheme.bits == 8:
             scale = self._slot("scale", e)[:, 0]
             y = torch.ops.aten._weight_int8pack_mm(x2, self._slot("codes", e), scale.to(x.dtype))
