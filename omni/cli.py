@@ -152,6 +152,7 @@ def cmd_info(args) -> int:
     counted = " ".join(r[0] for r in rows)
     from .model import all_components
 
+    _print_sizes(cfg)
     missing = [c for c in all_components()[1:] if getattr(cfg, f"{c}_config", None) is not None and c not in counted]
     if missing:
         print(f"(not implemented in this omni version, not counted: {', '.join(missing)})")
@@ -165,10 +166,40 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _print_sizes(cfg) -> None:
+    """Weight bytes in bf16 and quantized (the default scope, omni.quant), and what a pack-quantized
+    checkpoint's config says it holds."""
+    import torch
+
+    from .model import OmniModel
+    from .quant.convert import estimated_bytes
+    from .quant.scheme import Scheme, parse_config
+
+    with torch.device("meta"):
+        model = OmniModel(cfg)
+    bf16 = sum(p.numel() for p in model.parameters()) * 2
+    print(f"\nweights: {bf16 / 1e9:.2f} GB in bf16", end="")
+    for scheme in (Scheme(8, None), Scheme(4, 128)):
+        packed, rest = estimated_bytes(model, scheme)
+        print(f"; {(packed + rest) / 1e9:.2f} GB as {scheme.name}", end="")
+    print(" (decoder layers quantized, the rest bf16)")
+    qc = cfg.extra.get("quantization_config")
+    if qc is not None:
+        from .errors import CheckpointError
+
+        try:
+            groups = parse_config(qc, "config.json").groups
+            print("this checkpoint is quantized: " + ", ".join(s.name for _, s in groups))
+        except CheckpointError as e:
+            print(f"this checkpoint is quantized in a way omni does not read: {e}")
+
+
 def cmd_convert(args) -> int:
     from .api import load, save
 
-    model = load(args.model, components=args.components, dtype=args.dtype, device="cpu", quiet=args.quiet)
+    group = None if args.group_size == "channel" else int(args.group_size)
+    model = load(args.model, components=args.components, dtype=args.dtype, device="cpu", quiet=args.quiet,
+                 quantize=args.quantize, group_size=group)
     save(model, args.out, max_shard_size=args.max_shard_size)  # writes the tokenizer files too
     print(f"wrote {args.out}")
     return 0
@@ -241,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output directory (config, shards, index, tokenizer)")
     c.add_argument("--max-shard-size", default="5GB", help="largest shard file, e.g. 5GB, 500MB")
     c.add_argument("--components", nargs="+", default=None, help="subset to keep, e.g. thinker")
+    c.add_argument("--quantize", choices=("int4", "int8"), default=None,
+                   help="write a weight-only quantized checkpoint (compressed-tensors pack-quantized; the Thinker's "
+                        "and Talker's decoder layers), quantized while the shards stream in")
+    c.add_argument("--group-size", choices=("32", "64", "128", "channel"), default="128",
+                   help="input columns per scale with --quantize (default 128; channel: one scale per row)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_convert)
     return p
