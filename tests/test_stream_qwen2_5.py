@@ -168,9 +168,9 @@ TALKER_IDS = dict(tts_codec_pad_token_id=60, tts_codec_start_token_id=61, tts_co
 SPEAKER_BOS = 503
 
 
-def tiny_speaking_qwen2_5(directory, seed: int = 0):
+def tiny_speaking_qwen2_5(directory, seed: int = 0, dit: dict | None = None):
     """The `tiny-qwen2.5` Thinker with a tiny Talker and Token2Wav and one voice, random weights, saved with the
-    tiny tokenizer and loaded back (so `stream` has its processor)."""
+    tiny tokenizer and loaded back (so `stream` has its processor). dit: dit_config fields to change."""
     from omni.demo import tiny_tokenizer_files
     from omni.release import PRESETS
 
@@ -186,7 +186,8 @@ def tiny_speaking_qwen2_5(directory, seed: int = 0):
         "rope_scaling": {"rope_type": "default", "mrope_section": [2, 2, 2]},
     }
     d["token2wav_config"] = {"model_type": "qwen2_5_omni_token2wav",
-                             "dit_config": {"model_type": "qwen2_5_omni_dit", **DIT, "num_embeds": 64},
+                             "dit_config": {"model_type": "qwen2_5_omni_dit", **DIT, "num_embeds": 64,
+                                            "max_position_embeddings": 4096, **(dit or {})},
                              "bigvgan_config": {"model_type": "qwen2_5_omni_bigvgan", **BIGVGAN}}
     d["enable_audio_output"] = True
     torch.manual_seed(seed)
