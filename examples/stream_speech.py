@@ -6,7 +6,8 @@
 
 `model.stream(..., speak=True)` yields text pieces (str), then waveform chunks (1-D tensors at 24 kHz) every
 --chunk-frames codec frames (80 ms each). Code2Wav is causal, so every chunk is final: it can be played (here:
-written) at once, and the chunks together equal decoding the whole reply at the end.
+written) at once, and the chunks together equal decoding the whole reply at the end. (A Qwen2.5-Omni model streams
+its Token2Wav in DiT windows: close to the whole decode, see docs/generation.md.)
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--voice", default="ethan")
     p.add_argument("--out", default="reply.wav", help="wav file the speech is appended to, chunk by chunk")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--chunk-frames", type=int, default=8, help="codec frames per audio chunk (80 ms each)")
+    p.add_argument("--chunk-frames", type=int, default=None,
+                   help="codec frames per audio chunk (default: the release's, 8 Qwen3-Omni frames of 80 ms or "
+                        "36 Qwen2.5-Omni codes of 20 ms)")
     p.add_argument("--max-speech-frames", type=int, default=4095)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
