@@ -1,7 +1,7 @@
 """Reading and writing checkpoints in the official on-disk layout (safetensors shards + index json).
 
-Loading builds the model on the meta device (no memory), then streams tensors from memory-mapped shards
-straight into freshly allocated parameters: one copy of the weights, never two. Only safetensors are read;
+Loading builds the model on the meta device (no memory), then streams tensors from the shards (read, not mapped:
+omni.checkpoints.shard) straight into their parameters: one copy of the weights, never two. Only safetensors are read;
 nothing is unpickled.
 """
 
@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
@@ -20,6 +20,7 @@ from ..errors import CheckpointError, ConfigError
 from ..quant.convert import missing_parts, packed_state, route
 from ..release import release_of, releases
 from .commit import INDEX_NAME, SINGLE_NAME
+from .shard import Shard
 
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"}  # safetensors dtype names
 
@@ -79,7 +80,7 @@ def _open(path: str):
     if not os.path.isfile(path):
         raise CheckpointError(f"missing shard {path}: the index names it but it is not there; re-download it")
     try:
-        return safe_open(path, framework="pt", device="cpu")
+        return Shard(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {path}: {e} (truncated or corrupt file? re-download it)") from None
 
@@ -265,10 +266,7 @@ def _place(target, t: torch.Tensor, device, found: _Findings) -> None:
     """Put a read tensor into its parameter: a whole one as it is, one expert into its slot of the stack."""
     mod, attr, param, m = target
     if m.expert is None:
-        owned = t.to(device)
-        # an unconverted tensor is a view of the shard's mmap: copy it so the file can be unmapped instead of its
-        # pages counting a second time for as long as the model lives
-        _set(mod, attr, owned.clone() if owned is t else owned)
+        _set(mod, attr, t.to(device))  # Shard.get_tensor's tensors are the process's own: no copy needed
     else:
         if param.is_meta:  # first expert seen: allocate the whole stack once
             found.stacked[m.name] = param.shape
