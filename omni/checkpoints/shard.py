@@ -9,7 +9,8 @@ own (the bytes pass through the page cache, which is not this process's memory),
 resident after its tensor is placed.
 
 safe_open still opens the file: it validates the header (offsets inside the file, no overlaps, known dtypes) and
-answers keys(), get_slice() (shape and dtype without reading) and the dtypes this reader does not know.
+answers keys(), get_slice() (shape and dtype without reading) and the dtypes this reader does not know, and
+`get_mapped` gives its view of the file's mapping for the tensors meant to stay mapped (the loader's choice).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class Shard:
 
     def get_slice(self, key: str):
         return self._st.get_slice(key)
+
+    def get_mapped(self, key: str) -> torch.Tensor:
+        """A copy-on-write view of the file's private mapping: only the pages read become resident; it keeps the
+        mapping alive after close() (the file may be renamed or deleted, not truncated in place)."""
+        return self._st.get_tensor(key)
 
     def get_tensor(self, key: str) -> torch.Tensor:
         entry = self._entries[key]
