@@ -38,8 +38,8 @@ def test_talker_learns_to_speak_digits_and_a_new_voice(tmp_path):
                       "--train-size", "600", "--eval-size", "24", "--eval-every", "300", "--warmup", "30",
                       "--voice-steps", "40", "--voice-examples", "32", "--plot", str(tmp_path / "curve.png")])
     assert history["final"]["frame_accuracy"] >= 0.9, history["final"]
-    # learn_voice leaves every trained voice bit-identical and lowers the new voice's loss; it does not reach
-    # the new voice's patterns here (docs/training.md, "Learning a voice": the open problem)
+    # learn_voice leaves every trained voice bit-identical and lowers the new voice's loss; 3 trained voices are
+    # too few for a vector to reach a 4th combination (48 are enough: docs/training.md, the 8-minute default run)
     assert history["voice"]["others_identical"]
     assert min(history["voice_loss"]) < history["voice_loss"][0], history["voice_loss"]
     assert os.path.getsize(tmp_path / "curve.png") > 10_000
