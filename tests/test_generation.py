@@ -5,8 +5,7 @@ import torch
 
 import omni
 from omni.errors import InputError
-from omni.generation import generate_tokens
-from omni.sampling import SamplingConfig, filter_top_k_top_p
+from omni.sampling import filter_top_k_top_p
 
 from reference import build_reference
 

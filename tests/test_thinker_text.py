@@ -6,7 +6,7 @@ import torch
 import omni
 from omni.config import OmniConfig
 
-from reference import build_reference, tiny_config_dict
+from reference import build_reference
 
 
 def _load_pair(tmp_path, **overrides):
