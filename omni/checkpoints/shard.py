@@ -4,7 +4,7 @@ safetensors' `get_tensor` returns a view of the whole file's memory map. Every p
 the process's resident set until the file is closed, even after the tensor has been copied into the model (a
 packed weight is converted into its kernel layout; a float one is cloned). Loading shard by shard, the last 2 GB
 shard is then resident on top of a nearly complete model: measured on the 3-layer Qwen3-Omni int4 checkpoint,
-1.9 GiB of file pages at the load's peak. Here each tensor is read with one positioned read into a tensor of its
+1.9 GiB of file pages at the load's peak. Here each tensor is read (seek, readinto) straight into a tensor of its
 own (the bytes pass through the page cache, which is not this process's memory), so nothing of the file stays
 resident after its tensor is placed.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import struct
 import sys
 
@@ -102,10 +101,11 @@ class Shard:
         buf = memoryview(t.reshape(-1).view(torch.uint8).numpy())
         if len(buf) != end - begin:
             raise ValueError(f"{key}: {end - begin} bytes stored for shape {entry['shape']} {entry['dtype']}")
+        self._file.seek(self._data_start + begin)
         done = 0
-        while done < len(buf):  # a positioned read may return less than asked (and at most ~2 GB at once)
-            n = os.preadv(self._file.fileno(), [buf[done:]], self._data_start + begin + done)
-            if n <= 0:
+        while done < len(buf):  # an unbuffered read may return less than asked (and at most ~2 GB at once)
+            n = self._file.readinto(buf[done:])
+            if not n:
                 raise ValueError(f"{key}: the file ends inside the tensor")
             done += n
         return t
