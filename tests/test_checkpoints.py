@@ -167,3 +167,23 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="pickle formats are never loaded"):
         omni.load(tmp_path, components=("thinker",), quiet=True)
+
+
+def test_training_a_loaded_embedding_never_writes_the_checkpoint(tmp_path):
+    """Embedding tables stay views of the shard's private mapping (only looked-up rows become resident): updating
+    them in place (an optimizer step) copies the touched pages, leaves the file as it was, and the model can be
+    saved over the checkpoint it was loaded from."""
+    torch.manual_seed(0)
+    model = omni.OmniModel(omni.OmniConfig.from_name("tiny"), components=("thinker",))
+    omni.save(model, tmp_path)
+    before = {n: open(os.path.join(tmp_path, n), "rb").read() for n in os.listdir(tmp_path) if n.endswith(".safetensors")}
+    loaded = omni.load(str(tmp_path), components=("thinker",), quiet=True)
+    table = loaded.thinker.embed_tokens.weight
+    table.grad = torch.ones_like(table)
+    torch.optim.SGD([table], lr=0.5).step()
+    assert torch.equal(table, model.thinker.embed_tokens.weight - 0.5)
+    after = {n: open(os.path.join(tmp_path, n), "rb").read() for n in before}
+    assert after == before
+    omni.save(loaded, tmp_path)
+    again = omni.load(str(tmp_path), components=("thinker",), quiet=True)
+    assert torch.equal(again.thinker.embed_tokens.weight, table)
