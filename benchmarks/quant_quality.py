@@ -3,7 +3,8 @@
 For a few random chat prompts the bf16 model answers greedily; int8 (per channel) and int4 (group 128) models run
 teacher-forced on that same answer. Reported per scheme: the share of answer positions whose greedy token is the
 bf16 one, the mean KL(bf16 || quantized) of the next-token distributions there, and how many tokens a free-running
-greedy answer keeps identical before it first departs.
+greedy answer keeps identical before it first departs. `--lm-head` adds the lm_head quantized alone (int8 per
+channel, int4 group 128; every other layer bf16).
 
     python benchmarks/quant_quality.py --out /tmp/qq --json benchmarks/results/quant_quality.json
 
@@ -22,8 +23,15 @@ import torch
 import omni
 from build import build, chat_prompt
 
+def _lm_head(name, module):
+    return name == "thinker.lm_head"
+
+
 SCHEMES = {"int8 channel": dict(quantize="int8", group_size=None), "int4 group 128": dict(quantize="int4",
                                                                                            group_size=128)}
+# The lm_head alone (every other layer bf16): what `full_size.py --scope wide` (int8) or `--lm-head int4` costs there
+LM_HEAD = {"lm_head only, int8 channel": dict(quantize="int8", group_size=None, quantize_scope=_lm_head),
+           "lm_head only, int4 group 128": dict(quantize="int4", group_size=128, quantize_scope=_lm_head)}
 
 
 def main(argv=None):
@@ -33,6 +41,7 @@ def main(argv=None):
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--prompt-tokens", type=int, default=48)
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--lm-head", action="store_true", help="also the lm_head alone, int8 and int4 (the rest bf16)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     if not os.path.exists(os.path.join(args.out, "config.json")):
@@ -52,7 +61,7 @@ def main(argv=None):
     del base
     result = {"model": "benchmarks/build.py reference (random, thinker)", "prompts": args.prompts,
               "new_tokens": args.new_tokens}
-    for label, options in SCHEMES.items():
+    for label, options in {**SCHEMES, **(LM_HEAD if args.lm_head else {})}.items():
         model = omni.load(args.out, components=("thinker",), dtype="bfloat16", quiet=True, **options)
         kept, kl, prefix = [], [], []
         with torch.no_grad():
