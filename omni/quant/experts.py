@@ -32,7 +32,6 @@ class QuantExperts(nn.Module):
         self.up_proj = PackedWeight(hidden, dim, scheme, n_experts, device, where + ".up_proj")
         self.down_proj = PackedWeight(dim, hidden, scheme, n_experts, device, where + ".down_proj")
         self.linear_path = "auto"  # the per-matrix path (auto | plain | fast); tests force each
-        self._views: dict = {}  # projection -> (buffer addresses, per-expert views): `_expert_views`
 
     @classmethod
     def from_experts(cls, experts: Experts, scheme: Scheme, where: str = "experts") -> "QuantExperts":
@@ -86,35 +85,18 @@ class QuantExperts(nn.Module):
         """`_few` straight on the CPU int4 kernel: a decode step calls it 3 x top-k times per layer, so the
         per-call checks and reshapes of `PackedWeight.linear` are hoisted out of the loop (same arithmetic)."""
         mm = torch.ops.aten._weight_int4pack_mm_for_cpu
-        (gc, gs), (uc, us), (dc, ds) = (self._expert_views(p) for p in PROJECTIONS)
-        group = self.gate_proj.scheme.group_size
+        g, u, d = self.gate_proj, self.up_proj, self.down_proj
+        group = g.scheme.group_size
         out = []
         for t, (row_experts, row_weights) in enumerate(zip(experts, weights)):
             row = x_TD[t : t + 1]  # (1, D)
             acc = None
             for e, w in zip(row_experts, row_weights):
-                h = F.silu(mm(row, gc[e], group, gs[e])).mul_(mm(row, uc[e], group, us[e]))
-                y = mm(h, dc[e], group, ds[e]).mul_(w)
+                h = F.silu(mm(row, g.codes[e], group, g.scale_zero[e])).mul_(mm(row, u.codes[e], group, u.scale_zero[e]))
+                y = mm(h, d.codes[e], group, d.scale_zero[e]).mul_(w)
                 acc = y if acc is None else acc.add_(y)
             out.append(acc)
         return torch.cat(out) if len(out) > 1 else out[0]
-
-    def _expert_views(self, name: str):
-        """Per-expert views (lists) of one stack's codes and kernel scales. Indexing a stack (`codes[e]`) is an aten
-        op of a few microseconds, 6 per expert, 48 per layer and token; a list lookup is not. Rebuilt whenever the
-        buffers were replaced (keyed on their addresses); `_apply` (`.to()`, `.cuda()`) drops them, so that no view
-        keeps a moved stack's old storage alive."""
-        weight = getattr(self, name)
-        key = (weight.codes.data_ptr(), weight.scale_zero.data_ptr())
-        cached = self._views.get(name)
-        if cached is None or cached[0] != key:
-            cached = (key, (list(weight.codes.unbind(0)), list(weight.scale_zero.unbind(0))))
-            self._views[name] = cached
-        return cached[1]
-
-    def _apply(self, fn, *args, **kwargs):
-        self._views = {}
-        return super()._apply(fn, *args, **kwargs)
 
     def _gather(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
         T, A = idx_TA.shape
