@@ -49,6 +49,21 @@ def test_many_rows_and_eager_keep_f_linear():
     assert torch.equal(layer(x[:1]), F.linear(x[:1], layer.weight, layer.bias))  # eager: always F.linear
 
 
+@pytest.mark.parametrize("out_in", [(128, 2048), (19, 37), (4096, 2048), (2048, 4096), (1, 64), (3000, 1024)])
+def test_eager_one_bf16_row_is_f_linear_bit_for_bit(out_in):
+    """The eager one-row bf16 form (torch.mv, faster on CPU) must give F.linear's bits: decode and prefill logits
+    of the same position stay identical."""
+    g = torch.Generator().manual_seed(2)
+    layer = Linear(out_in[1], out_in[0], bias=False).bfloat16()
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(out_in, generator=g))
+    for shape in [(1, out_in[1]), (1, 1, out_in[1]), (out_in[1],)]:
+        x = torch.randn(shape, generator=g).bfloat16()
+        got = layer(x)
+        assert got.shape == F.linear(x, layer.weight).shape
+        assert torch.equal(got, F.linear(x, layer.weight))
+
+
 def test_matvec_bf16_accumulates_in_fp32():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(64, 4096, generator=g).bfloat16()
