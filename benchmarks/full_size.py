@@ -11,10 +11,10 @@
            (about 300 prompt tokens), 32 greedy tokens, then 2 s of speech through the Talker, the code predictor
            and Code2Wav (streamed, so the first audio chunk is timed).
 
-Written to FILE (JSON) and printed: peak RSS of each stage (GB = 10^9 bytes), checkpoint bytes, load seconds, prefill and decode
-tokens/s, the bytes one decode step must read (quantized weights of every layer, the 8 routed experts of 128 per
-MoE layer, lm_head, KV cache) and the read bandwidth measured in the same run (so the share of the limit reached),
-time to first audio and the real-time factor of the speech.
+Written to FILE (JSON) and printed: peak RSS of each stage (GB = 10^9 bytes), checkpoint bytes, load seconds,
+prefill and decode tokens/s, the bytes one decode step must read (quantized weights of every layer, the 8 routed
+experts of 128 per MoE layer, lm_head, KV cache) and the read bandwidth measured in the same run (so the share of
+the limit reached), time to first audio and the real-time factor of the speech.
 
 Random weights: every matrix is drawn at std 0.02 (int4 codes uniform, scales set to match); the Thinker's token
 embedding at std 10, which spreads the routing over the experts as trained weights do (REFERENCE_NOTES: std 0.02
@@ -79,14 +79,12 @@ def planned_model(cfg, quantize: str, group_size: int | None, scope: str, lm_hea
     main = scheme_from_options(quantize, group_size)
     wide = scheme_from_options("int8", None)
     names = quantizable(model)
-    extra = []
+    chosen = {n: main for n in names}
     if scope == "wide":
         towers = ("thinker.vision.", "thinker.audio.")
-        extra = [n for n in quantizable(model, lambda n, m: n.startswith(towers) and isinstance(m, torch.nn.Linear))]
-        extra.append("thinker.lm_head")
-    chosen = {**{n: main for n in names}, **{n: wide for n in extra}}
-    if scope == "wide" and lm_head == "int4":
-        chosen["thinker.lm_head"] = scheme_from_options("int4", 128)
+        chosen.update({n: wide for n in quantizable(model, lambda n, m: n.startswith(towers)
+                                                     and isinstance(m, torch.nn.Linear))})
+        chosen["thinker.lm_head"] = wide if lm_head == "int8" else scheme_from_options("int4", 128)
     prepare_empty(model, chosen.__getitem__, list(chosen), "meta", torch.bfloat16)
     return model
 

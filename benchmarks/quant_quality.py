@@ -23,15 +23,16 @@ import torch
 import omni
 from build import build, chat_prompt
 
+SCHEMES = {"int8 channel": dict(quantize="int8", group_size=None), "int4 group 128": dict(quantize="int4",
+                                                                                           group_size=128)}
+
+
 def _lm_head(name, module):
     return name == "thinker.lm_head"
 
 
-SCHEMES = {"int8 channel": dict(quantize="int8", group_size=None), "int4 group 128": dict(quantize="int4",
-                                                                                           group_size=128)}
 # The lm_head alone (every other layer bf16): what `full_size.py --scope wide` (int8) or `--lm-head int4` costs there
-LM_HEAD = {"lm_head only, int8 channel": dict(quantize="int8", group_size=None, quantize_scope=_lm_head),
-           "lm_head only, int4 group 128": dict(quantize="int4", group_size=128, quantize_scope=_lm_head)}
+LM_HEAD = {f"lm_head only, {label}": {**options, "quantize_scope": _lm_head} for label, options in SCHEMES.items()}
 
 
 def main(argv=None):

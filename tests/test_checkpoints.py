@@ -176,13 +176,13 @@ def test_training_a_loaded_embedding_never_writes_the_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = omni.OmniModel(omni.OmniConfig.from_name("tiny"), components=("thinker",))
     omni.save(model, tmp_path)
-    before = {n: open(os.path.join(tmp_path, n), "rb").read() for n in os.listdir(tmp_path) if n.endswith(".safetensors")}
+    before = {f.name: f.read_bytes() for f in tmp_path.glob("*.safetensors")}
     loaded = omni.load(str(tmp_path), components=("thinker",), quiet=True)
     table = loaded.thinker.embed_tokens.weight
     table.grad = torch.ones_like(table)
     torch.optim.SGD([table], lr=0.5).step()
     assert torch.equal(table, model.thinker.embed_tokens.weight - 0.5)
-    after = {n: open(os.path.join(tmp_path, n), "rb").read() for n in before}
+    after = {name: (tmp_path / name).read_bytes() for name in before}
     assert after == before
     omni.save(loaded, tmp_path)
     again = omni.load(str(tmp_path), components=("thinker",), quiet=True)
