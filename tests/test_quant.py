@@ -7,7 +7,7 @@ import torch
 from omni.nn.moe import Experts
 from omni.quant import packing
 from omni.quant.experts import QuantExperts
-from omni.quant.modules import QuantLinear, _kernel_layout_ok
+from omni.quant.modules import QuantLinear, _kernel_layout_ok, cpu_kernel, set_cpu_kernel
 from omni.quant.scheme import Scheme
 
 ct_helpers = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
@@ -83,9 +83,19 @@ def _linear(n, k, seed=0):
 FAST = [Scheme(4, 32), Scheme(4, 128), Scheme(4, 64, False), Scheme(8, None)]
 
 
+@pytest.fixture(params=["torch", "bf16"])
+def exact_kernel(request):
+    """The exact CPU int4 kernels: torch's, and omni's bf16 mode where it applies (group 128 here; other groups
+    take torch's). omni's a8 mode has its own tests (tests/test_cpu_kernels.py)."""
+    before = cpu_kernel()
+    set_cpu_kernel(request.param)
+    yield request.param
+    set_cpu_kernel(before)
+
+
 @pytest.mark.parametrize("scheme", FAST, ids=lambda s: s.name.replace(" ", "-"))
 @pytest.mark.parametrize("rows", [1, 3, 17])
-def test_fast_kernels_equal_plain_path(scheme, rows):
+def test_fast_kernels_equal_plain_path(scheme, rows, exact_kernel):
     q = QuantLinear.from_linear(_linear(128, 256).to(torch.bfloat16), scheme)
     x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(rows)).to(torch.bfloat16)
     assert q.weight.fast_ok(x)
@@ -114,7 +124,7 @@ def test_fast_path_choice():
 
 @pytest.mark.parametrize("scheme", [Scheme(4, 32), Scheme(8, None), Scheme(4, 32, False)], ids=str)
 @pytest.mark.parametrize("tokens", [1, 3, 9])
-def test_quantized_experts_paths_and_dequantized_reference(scheme, tokens):
+def test_quantized_experts_paths_and_dequantized_reference(scheme, tokens, exact_kernel):
     torch.manual_seed(0)
     experts = Experts(8, 64, 128)
     q = QuantExperts.from_experts(experts, scheme)

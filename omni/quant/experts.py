@@ -2,7 +2,8 @@
 
 Same call and same routing arithmetic as `Experts`, over three PackedWeight stacks (E, F, D) / (E, D, F). Two paths:
     few        a handful of tokens (decode): each (token, expert) pair multiplies by that expert's packed weights
-               only, through the fast kernels where they apply; no other expert's bytes are read
+               only, through the fast kernels where they apply; no other expert's bytes are read. With omni's CPU
+               kernels the whole layer is one call (`native.moe`: both parallel passes in C, no per-expert dispatch)
     segmented  rows sorted by expert; each expert that received rows is applied once (fast kernel or dequantized
                GEMM, by its row count)
     gather     under torch.compile (a fullgraph decode step): the chosen experts' weights gathered and dequantized
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..nn.moe import FEW_TOKENS, Experts
+from . import native
 from .modules import PackedWeight
 from .scheme import Scheme
 
@@ -64,6 +66,12 @@ class QuantExperts(nn.Module):
 
     def _few(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
         T, A = idx_TA.shape
+        stacks = [getattr(self, p) for p in PROJECTIONS]
+        if (self.linear_path == "auto" and all(s.native and s.fast_ok(x_TD[:1]) for s in stacks)
+                and len({s.scale.dtype for s in stacks}) == 1):
+            return native.moe(x_TD.contiguous(), idx_TA.to(torch.int64).contiguous(),
+                              w_TA.to(torch.float32).contiguous(), self.gate_proj, self.up_proj, self.down_proj,
+                              self.gate_proj.native_mode())
         experts, weights = idx_TA.tolist(), w_TA.tolist()  # one host sync each for the whole layer
         if self.linear_path == "auto" and all(self._int4_ready(getattr(self, p), x_TD) for p in PROJECTIONS):
             return self._few_int4(x_TD, experts, weights)

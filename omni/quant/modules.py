@@ -2,24 +2,31 @@
 
 Both keep their weights only in packed form (`PackedWeight`) and compute in one of two ways:
     plain   dequantize the weight (or one expert's) into the input's dtype, then F.linear: any device, any shape;
-            the definition the fast path is tested against
-    fast    torch's CPU weight-only kernels, which read the packed bytes directly: `_weight_int4pack_mm_for_cpu`
-            (int4, group 32..256, bf16 inputs, output rows a multiple of 64) and `_weight_int8pack_mm` (int8
-            per-channel, symmetric). Used up to FAST_ROWS rows (decode, and the few rows each expert receives in a
-            prefill); these kernels cost about one weight read per row, so on many rows a dequantized GEMM wins.
+            the definition the fast paths are tested against
+    fast    CPU kernels that read the packed bytes directly, up to FAST_ROWS rows (decode, and the few rows each
+            expert receives in a prefill; on more rows a dequantized GEMM wins), bf16 inputs:
+              int4  omni's own kernels (native.py) where they build and run: the checkpoint's nibble layout (`rows`),
+                    K and the group size multiples of 128; mode "a8" (int8 activations, integer dot products, the
+                    default) or "bf16" (exact products). Otherwise torch's `_weight_int4pack_mm_for_cpu` on the
+                    `blocked` layout (group 32..256, output rows a multiple of 64).
+              int8  torch's `_weight_int8pack_mm` (per-channel, symmetric; fp32 inputs too)
 CUDA runs the plain path (no CUDA kernel here yet).
+
+Which int4 kernel: `set_cpu_kernel("a8" | "bf16" | "torch")` or OMNI_INT4_KERNEL; "torch" must be chosen before a
+model is built or loaded (it picks the in-memory layout), the other two switch at any time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
-from . import packing
+from ..errors import CheckpointError, InputError
+from . import native, packing
 from .scheme import Scheme
 
 # At most this many rows take the fast kernels: they cost about one weight read per row, while dequantize + GEMM
@@ -27,9 +34,25 @@ from .scheme import Scheme
 # 2-core box (a busy moment, so ratios only) the kernels stayed ahead up to 128 rows on 768 x 2048 and up to 64
 # (int4) / 64 (int8) rows on 4096 x 2048: these limits sit below both.
 FAST_ROWS = {4: 64, 8: 32}
+NATIVE_ROWS = {"a8": 64, "bf16": 32}  # omni's kernels, measured the same way (docs/quantization.md)
+CPU_KERNELS = ("a8", "bf16", "torch")
+_cpu_kernel = os.environ.get("OMNI_INT4_KERNEL", "a8")
 PARTS = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point")
 _INT4_GROUPS = (32, 64, 128, 256)
 _KERNEL_LAYOUT_OK: bool | None = None
+
+
+def set_cpu_kernel(name: str) -> None:
+    """The CPU int4 kernel: "a8" (omni's, int8 activations: the fastest), "bf16" (omni's, exact products) or
+    "torch" (torch's kernel; takes effect for models built or loaded afterwards, since it needs another layout)."""
+    global _cpu_kernel
+    if name not in CPU_KERNELS:
+        raise InputError(f"unknown CPU int4 kernel {name!r}; use one of {CPU_KERNELS}")
+    _cpu_kernel = name
+
+
+def cpu_kernel() -> str:
+    return _cpu_kernel
 
 
 def _kernel_layout_ok() -> bool:
@@ -62,7 +85,10 @@ class PackedWeight(nn.Module):
         scheme.check_width(in_features, where)
         self.scheme, self.out_features, self.in_features = scheme, out_features, in_features
         self.lead = () if experts is None else (experts,)
-        self.blocked = scheme.bits == 4 and packing.blocked_fits(out_features, in_features)
+        # omni's kernels read the format's own bytes; torch's kernel needs them regrouped (`blocked`)
+        self.native = (scheme.bits == 4 and _cpu_kernel != "torch" and native.shape_ok(in_features, scheme.group_size)
+                       and native.available())
+        self.blocked = (scheme.bits == 4 and not self.native and packing.blocked_fits(out_features, in_features))
         if scheme.bits == 4:
             width = in_features // 2 if self.blocked else math.ceil(in_features / 8) * 4
             codes = torch.empty(*self.lead, out_features, width, dtype=torch.uint8, device=device)
@@ -212,9 +238,19 @@ class PackedWeight(nn.Module):
 
     # -- compute ---------------------------------------------------------------------------------------------
 
+    def native_mode(self) -> str:
+        """The mode of omni's kernel for this weight (its layout allows both)."""
+        return "bf16" if _cpu_kernel == "bf16" else "a8"
+
     def fast_ok(self, x: torch.Tensor) -> bool:
         rows = x.numel() // x.shape[-1]
-        if x.device.type != "cpu" or rows > FAST_ROWS[self.scheme.bits] or torch.compiler.is_compiling():
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
+            return False
+        if self.native:
+            return (x.dtype == torch.bfloat16 and rows <= NATIVE_ROWS[self.native_mode()]
+                    and self.codes.device.type == "cpu" and self.scale is not None
+                    and self.scale.dtype in native.SCALE_TYPES)
+        if rows > FAST_ROWS[self.scheme.bits]:
             return False
         s = self.scheme
         if s.bits == 4:
@@ -230,7 +266,10 @@ class PackedWeight(nn.Module):
 
     def _fast(self, x: torch.Tensor, e) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1]).contiguous()  # the kernels read rows as dense vectors
-        if self.scheme.bits == 8:
+        if self.native:
+            zp = None if self.zero_point is None else self._slot("zero_point", e)
+            y = native.linear(x2, self._slot("codes", e), self._slot("scale", e), zp, self.native_mode())
+        elif self.scheme.bits == 8:
             scale = self._slot("scale", e)[:, 0]
             y = torch.ops.aten._weight_int8pack_mm(x2, self._slot("codes", e), scale.to(x.dtype))
         else:

@@ -1,0 +1,304 @@
+// omni's CPU kernels for int4 weights (x86-64 with AVX-512 BW, VNNI and BF16), built on first use by native.py.
+//
+// Weights are the checkpoint's bytes: row n of an (N, K) weight is K/2 bytes, byte j holding column 2j in its low
+// nibble and column 2j+1 in its high one, each as s = q + 8 (compressed-tensors pack-quantized, offset binary).
+// Scales (N, C) in bf16, fp16 or fp32, one per group of G = K/C columns; zero points (N, C) int8 or none:
+//     w[n, k] = (s - 8 - zp[n, g]) * scale[n, g]                      g = k / G
+//
+// Two modes, both reading each packed byte once per call and never writing a float copy of the weight:
+//   a8     dynamic int8 activations (what llama.cpp's Q4_0 x Q8_0 path does): each row of x is quantized per group,
+//          x8 = round(x * 127 / amax), and a group's dot product is one exact integer sum (vpdpbusd: 64 products of
+//          unsigned nibble x signed byte per instruction):
+//              y[m, n] = sum_g scale[n, g] * sx[m, g] * (dot(s, x8) - (8 + zp[n, g]) * sum(x8))
+//   bf16   exact products: nibbles become bf16 through a 16-entry table (vpermw) and vdpbf16ps sums x * (s - 8) in
+//          fp32; the result equals dequantize-then-matmul in fp32 up to the order of the sums.
+// Both need K and G to be multiples of 128 (one 64-byte load holds 128 columns), G = K for channel-wise scales.
+//
+// x is reordered once per call so that a 64-byte load of weights meets its columns in register order: per 128
+// columns, the 64 even ones then the 64 odd ones (the low nibbles, then the high ones).
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+inline float bf16_to_float(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+inline uint16_t float_to_bf16(float f) {  // round to nearest even, as torch rounds
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64);  // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+enum ScaleType { BF16 = 0, F16 = 1, F32 = 2 };
+template <int S> inline float scale_at(const void *p, int64_t i);
+template <> inline float scale_at<BF16>(const void *p, int64_t i) { return bf16_to_float(((const uint16_t *)p)[i]); }
+template <> inline float scale_at<F16>(const void *p, int64_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
+template <> inline float scale_at<F32>(const void *p, int64_t i) { return ((const float *)p)[i]; }
+
+// The activations of one call, prepared for a mode: codes (int8 for a8, bf16 for bf16) in the reordered layout,
+// and per row and group the sum of the codes (what the zero points multiply) and, for a8, their scale.
+struct Acts {
+    void *codes;
+    float *scale;
+    float *sum;
+    int64_t K, C;
+};
+
+void prepare(const uint16_t *x, int64_t M, int64_t K, int64_t C, bool a8, Acts *out) {
+    const int64_t G = K / C;
+    out->K = K; out->C = C;
+    out->codes = aligned_alloc(64, ((M * K * (a8 ? 1 : 2)) + 63) / 64 * 64);
+    out->scale = a8 ? (float *)malloc(M * C * sizeof(float)) : nullptr;
+    out->sum = (float *)malloc(M * C * sizeof(float));
+    for (int64_t m = 0; m < M; m++) {
+        const uint16_t *xr = x + m * K;
+        if (!a8) {
+            uint16_t *o = (uint16_t *)out->codes + m * K;
+            for (int64_t c = 0; c < K; c += 128)
+                for (int j = 0; j < 64; j++) { o[c + j] = xr[c + 2 * j]; o[c + 64 + j] = xr[c + 2 * j + 1]; }
+            for (int64_t g = 0; g < C; g++) {
+                float sum = 0.f;
+                for (int64_t k = g * G; k < (g + 1) * G; k++) sum += bf16_to_float(xr[k]);
+                out->sum[m * C + g] = sum;
+            }
+            continue;
+        }
+        int8_t *o = (int8_t *)out->codes + m * K;
+        for (int64_t g = 0; g < C; g++) {
+            float amax = 0.f;
+            for (int64_t k = g * G; k < (g + 1) * G; k++) amax = fmaxf(amax, fabsf(bf16_to_float(xr[k])));
+            const float inv = amax > 0.f ? 127.f / amax : 0.f;
+            int32_t sum = 0;
+            for (int64_t c = g * G; c < (g + 1) * G; c += 128)
+                for (int j = 0; j < 64; j++) {
+                    int8_t e = (int8_t)nearbyintf(bf16_to_float(xr[c + 2 * j]) * inv);
+                    int8_t d = (int8_t)nearbyintf(bf16_to_float(xr[c + 2 * j + 1]) * inv);
+                    o[c + j] = e; o[c + 64 + j] = d; sum += e + d;
+                }
+            out->scale[m * C + g] = amax / 127.f;
+            out->sum[m * C + g] = (float)sum;
+        }
+    }
+}
+
+void release(Acts *a) { free(a->codes); free(a->scale); free(a->sum); }
+
+// NB weight rows (n0 ..) against MB rows of x (m0 ..): y[m, n] for the NB x MB pairs, written as fp32 with stride ys.
+// Independent accumulators per pair keep the multiply units busy (one chain would wait on each result).
+template <int NB, int MB, int S, bool A8>
+inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const uint8_t *w, const void *scale,
+                                                const int8_t *zp, int64_t n0, float *y, int64_t ys) {
+    const int64_t K = x.K, C = x.C, G = K / C, ws = K / 2;
+    const __m512i low4 = _mm512_set1_epi8(15);
+    const __m512i table = _mm512_set_epi16(  // bf16 of s - 8 for s = 0..15 (upper half unused)
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000,
+        (short)0xbf80, (short)0xc000, (short)0xc040, (short)0xc080, (short)0xc0a0, (short)0xc0c0, (short)0xc0e0,
+        (short)0xc100);
+    __m512 acc[NB][MB];
+    float corr[NB][MB];
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < MB; j++) { acc[i][j] = _mm512_setzero_ps(); corr[i][j] = 0.f; }
+    for (int64_t g = 0; g < C; g++) {
+        __m512i dot[NB][MB];   // a8: int32 sums
+        __m512 fdot[NB][MB];   // bf16: fp32 sums
+        for (int i = 0; i < NB; i++)
+            for (int j = 0; j < MB; j++) { dot[i][j] = _mm512_setzero_si512(); fdot[i][j] = _mm512_setzero_ps(); }
+        for (int64_t k = g * G; k < (g + 1) * G; k += 128) {
+            const uint8_t *wk = w + n0 * ws + k / 2;
+            if constexpr (A8) {
+                __m512i lo[NB], hi[NB];
+                for (int i = 0; i < NB; i++) {
+                    __m512i b = _mm512_loadu_si512(wk + i * ws);
+                    _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);  // the next tile's bytes
+                    lo[i] = _mm512_and_si512(b, low4);
+                    hi[i] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
+                }
+                for (int j = 0; j < MB; j++) {
+                    const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * K + k;
+                    __m512i even = _mm512_loadu_si512(xk), odd = _mm512_loadu_si512(xk + 64);
+                    for (int i = 0; i < NB; i++) {
+                        dot[i][j] = _mm512_dpbusd_epi32(dot[i][j], lo[i], even);
+                        dot[i][j] = _mm512_dpbusd_epi32(dot[i][j], hi[i], odd);
+                    }
+                }
+            } else {
+                for (int half = 0; half < 2; half++) {
+                    __m512bh lo[NB], hi[NB];
+                    for (int i = 0; i < NB; i++) {
+                        __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wk + i * ws + 32 * half)));
+                        _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
+                        lo[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(b, low4), table);
+                        hi[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
+                    }
+                    for (int j = 0; j < MB; j++) {
+                        const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * K + k + 32 * half;
+                        __m512bh even = (__m512bh)_mm512_loadu_si512(xk), odd = (__m512bh)_mm512_loadu_si512(xk + 64);
+                        for (int i = 0; i < NB; i++) {
+                            fdot[i][j] = _mm512_dpbf16_ps(fdot[i][j], lo[i], even);
+                            fdot[i][j] = _mm512_dpbf16_ps(fdot[i][j], hi[i], odd);
+                        }
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < NB; i++) {
+            const float sw = scale_at<S>(scale, (n0 + i) * C + g);
+            // the a8 codes hold s = q + 8, the table already subtracts the 8; the zero point comes off the same way
+            const float off = (A8 ? 8.f : 0.f) + (zp ? (float)zp[(n0 + i) * C + g] : 0.f);
+            for (int j = 0; j < MB; j++) {
+                float s = sw;
+                __m512 d = fdot[i][j];
+                if constexpr (A8) { s *= x.scale[(m0 + j) * C + g]; d = _mm512_cvtepi32_ps(dot[i][j]); }
+                acc[i][j] = _mm512_fmadd_ps(d, _mm512_set1_ps(s), acc[i][j]);
+                corr[i][j] += s * off * x.sum[(m0 + j) * C + g];
+            }
+        }
+    }
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < MB; j++) y[j * ys + i] = _mm512_reduce_add_ps(acc[i][j]) - corr[i][j];
+}
+
+
+// One weight (or one expert of a stack) against M prepared rows: y (M, N) fp32. Row blocks run in parallel.
+template <int S, bool A8>
+void rows_fixed(const Acts &x, int64_t M, const uint8_t *w, const void *scale, const int8_t *zp, int64_t n0,
+                int64_t n1, float *y, int64_t ys) {
+    int64_t n = n0;
+    if (M == 1)
+        for (; n + 4 <= n1; n += 4) tile<4, 1, S, A8>(x, 0, w, scale, zp, n, y + n, ys);
+    for (; n < n1; n += (M > 1 && n + 2 <= n1) ? 2 : 1) {
+        const bool two = M > 1 && n + 2 <= n1;
+        for (int64_t m = 0; m < M; m += 4) {
+            const int64_t mb = M - m < 4 ? M - m : 4;
+            float *o = y + m * ys + n;
+#define ROWS(NB) switch (mb) { \
+                case 1: tile<NB, 1, S, A8>(x, m, w, scale, zp, n, o, ys); break; \
+                case 2: tile<NB, 2, S, A8>(x, m, w, scale, zp, n, o, ys); break; \
+                case 3: tile<NB, 3, S, A8>(x, m, w, scale, zp, n, o, ys); break; \
+                default: tile<NB, 4, S, A8>(x, m, w, scale, zp, n, o, ys); }
+            if (two) { ROWS(2) } else { ROWS(1) }
+#undef ROWS
+        }
+    }
+}
+
+typedef void (*rows_fn)(const Acts &, int64_t, const uint8_t *, const void *, const int8_t *, int64_t, int64_t,
+                        float *, int64_t);
+
+rows_fn pick(int scale_type, int a8) {
+    static const rows_fn fns[3][2] = {
+        {rows_fixed<BF16, false>, rows_fixed<BF16, true>},
+        {rows_fixed<F16, false>, rows_fixed<F16, true>},
+        {rows_fixed<F32, false>, rows_fixed<F32, true>},
+    };
+    return fns[scale_type][a8 ? 1 : 0];
+}
+
+// Rows per parallel work item: a multiple of 4 (the one-row tile), small enough to share a matrix between threads.
+constexpr int64_t CHUNK = 32;
+
+inline float silu(float v) { return v / (1.f + expf(-v)); }
+
+}  // namespace
+
+extern "C" {
+
+// Checks the CPU can run these kernels (the library is built with -march=native, so this is for a cache moved
+// between machines; returns 1 when usable).
+int omni_cpu_ok(void) {
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+// y (M, N) bf16 = x (M, K) bf16 @ w.T, w as described at the top.
+void omni_int4_linear(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w, int64_t N, const void *scale,
+                      int scale_type, int64_t C, const int8_t *zp, int a8, int threads, uint16_t *y) {
+    Acts acts;
+    prepare(x, M, K, C, a8, &acts);
+    float *out = (float *)malloc(M * N * sizeof(float));
+    const rows_fn fn = pick(scale_type, a8);
+    const int64_t chunks = (N + CHUNK - 1) / CHUNK;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < chunks; c++)
+        fn(acts, M, w, scale, zp, c * CHUNK, (c + 1) * CHUNK < N ? (c + 1) * CHUNK : N, out, N);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < M * N; i++) y[i] = float_to_bf16(out[i]);
+    free(out);
+    release(&acts);
+}
+
+// The routed experts of one MoE layer for T tokens, each sent to A experts: y (T, D) bf16 =
+//     sum_a weight[t, a] * down_e(silu(gate_e(x_t)) * up_e(x_t))          e = experts[t, a]
+// over stacks gate, up (E, F, D/2 bytes) and down (E, D, F/2 bytes), scales (E, F, Cd) and (E, D, Cf), zero points
+// alike or null. Only the chosen experts' bytes are read. The expert outputs are rounded to bf16 where the plain
+// path rounds them (the gate and up products, silu(gate) * up), and summed over experts in fp32.
+void omni_int4_moe(const uint16_t *x, int64_t T, int64_t D, int64_t F, int64_t A, const int64_t *experts,
+                   const float *weights, const uint8_t *gate, const uint8_t *up, const uint8_t *down,
+                   const void *gate_scale, const void *up_scale, const void *down_scale, int scale_type,
+                   const int8_t *gate_zp, const int8_t *up_zp, const int8_t *down_zp, int64_t Cd, int64_t Cf,
+                   int a8, int threads, uint16_t *y) {
+    const int64_t R = T * A, sbytes = scale_type == F32 ? 4 : 2;
+    const rows_fn fn = pick(scale_type, a8);
+    Acts xa;
+    prepare(x, T, D, Cd, a8, &xa);
+    float *g = (float *)malloc(R * F * sizeof(float)), *u = (float *)malloc(R * F * sizeof(float));
+    uint16_t *h = (uint16_t *)malloc(R * F * sizeof(uint16_t));
+    float *yd = (float *)malloc(R * D * sizeof(float));
+    const int64_t fchunks = (F + CHUNK - 1) / CHUNK, dchunks = (D + CHUNK - 1) / CHUNK;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < R * fchunks; i++) {
+            const int64_t r = i / fchunks, n0 = (i % fchunks) * CHUNK, n1 = n0 + CHUNK < F ? n0 + CHUNK : F;
+            const int64_t e = experts[r], t = r / A;
+            Acts row = xa;  // this token's row only
+            row.codes = (char *)xa.codes + t * D * (a8 ? 1 : 2);
+            row.scale = a8 ? xa.scale + t * Cd : nullptr;
+            row.sum = xa.sum + t * Cd;
+            const int64_t wo = e * F * (D / 2), so = e * F * Cd;
+            fn(row, 1, gate + wo, (const char *)gate_scale + so * sbytes, gate_zp ? gate_zp + so : nullptr, n0, n1,
+               g + r * F, F);
+            fn(row, 1, up + wo, (const char *)up_scale + so * sbytes, up_zp ? up_zp + so : nullptr, n0, n1,
+               u + r * F, F);
+            for (int64_t n = n0; n < n1; n++) {
+                const float gv = bf16_to_float(float_to_bf16(g[r * F + n]));
+                const float uv = bf16_to_float(float_to_bf16(u[r * F + n]));
+                h[r * F + n] = float_to_bf16(bf16_to_float(float_to_bf16(silu(gv))) * uv);
+            }
+        }
+    }
+    Acts ha;
+    prepare(h, R, F, Cf, a8, &ha);
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < R * dchunks; i++) {
+            const int64_t r = i / dchunks, n0 = (i % dchunks) * CHUNK, n1 = n0 + CHUNK < D ? n0 + CHUNK : D;
+            const int64_t e = experts[r];
+            Acts row = ha;
+            row.codes = (char *)ha.codes + r * F * (a8 ? 1 : 2);
+            row.scale = a8 ? ha.scale + r * Cf : nullptr;
+            row.sum = ha.sum + r * Cf;
+            const int64_t wo = e * D * (F / 2), so = e * D * Cf;
+            fn(row, 1, down + wo, (const char *)down_scale + so * sbytes, down_zp ? down_zp + so : nullptr, n0, n1,
+               yd + r * D, D);
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t d = 0; d < D; d++) {
+                float s = 0.f;
+                for (int64_t a = 0; a < A; a++)
+                    s += weights[t * A + a] * bf16_to_float(float_to_bf16(yd[(t * A + a) * D + d]));
+                y[t * D + d] = float_to_bf16(s);
+            }
+    }
+    free(g); free(u); free(h); free(yd);
+    release(&xa); release(&ha);
+}
+
+}  // extern "C"
