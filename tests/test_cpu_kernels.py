@@ -81,6 +81,8 @@ def test_layers_take_the_native_path_and_choose_it_by_shape(kernel):
     assert q.weight.native and not q.weight.blocked
     x = torch.randn(3, 256).bfloat16()
     assert q.weight.fast_ok(x) and not q.weight.fast_ok(x.float())
+    assert torch.equal(q.weight.codes_of(), packing.quantize(lin.weight.detach(), 4, 128, True)[0])
+    assert torch.equal(packing.unpack_int32(q.weight.export()["weight_packed"], 4, 256), q.weight.codes_of())
     assert not q.weight.fast_ok(torch.zeros(65, 256, dtype=torch.bfloat16))  # many rows: dequantize + GEMM
     plain = q.weight.linear(x, path="plain").float()
     fast = q(x).float() - lin.bias.float()
@@ -152,3 +154,29 @@ def test_off_switch_falls_back_to_torch_kernel():
             "w = QuantLinear.from_linear(torch.nn.Linear(256, 128), Scheme(4, 128)).weight; "
             "assert w.blocked and not w.native")
     subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMNI_NATIVE="0"), check=True)
+
+
+def test_compiled_graph_calls_the_kernels(kernel):
+    """Inside torch.compile (fullgraph, as generate(compile=True) runs a decode step) the kernels are custom ops in
+    the graph, not a graph break and not the dequantizing paths; outputs equal eager."""
+    kernel("a8")
+    torch.manual_seed(0)
+    lin = QuantLinear.from_linear(torch.nn.Linear(256, 132).bfloat16(), Scheme(4, 128))
+    moe = QuantExperts.from_experts(Experts(8, 256, 256).bfloat16(), Scheme(4, 128, False))
+
+    def step(x, idx, w):
+        return lin(moe(x, idx, w))
+
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm
+
+    x, idx, w = torch.randn(1, 256).bfloat16(), torch.tensor([[3, 5]]), torch.tensor([[0.25, 0.75]]).bfloat16()
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(step, backend=backend, fullgraph=True)(x, idx, w)
+        want = step(x, idx, w)
+    assert "omni.int4_moe" in seen and "omni.int4_linear" in seen
+    assert torch.equal(got, want)

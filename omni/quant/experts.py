@@ -50,7 +50,9 @@ class QuantExperts(nn.Module):
         if path not in PATHS:
             raise InputError(f"unknown quantized MoE path {path!r}; use one of {PATHS}")
         if path == "auto":
-            if torch.compiler.is_compiling():
+            if self._native_ok(x_TD) and x_TD.shape[0] <= FEW_TOKENS and not torch.is_grad_enabled():
+                path = "few"  # one kernel call for the layer, also inside torch.compile (a custom op)
+            elif torch.compiler.is_compiling():
                 path = "gather"
             else:
                 path = "few" if x_TD.shape[0] <= FEW_TOKENS and not torch.is_grad_enabled() else "segmented"
@@ -64,11 +66,14 @@ class QuantExperts(nn.Module):
         h = F.silu(self.gate_proj.linear(rows, e, p)) * self.up_proj.linear(rows, e, p)
         return self.down_proj.linear(h, e, p)
 
+    def _native_ok(self, x_TD) -> bool:
+        stacks = [getattr(self, p) for p in PROJECTIONS]
+        return (self.linear_path == "auto" and all(s.native and s.fast_ok(x_TD[:1]) for s in stacks)
+                and len({s.scale.dtype for s in stacks}) == 1)
+
     def _few(self, x_TD, idx_TA, w_TA) -> torch.Tensor:
         T, A = idx_TA.shape
-        stacks = [getattr(self, p) for p in PROJECTIONS]
-        if (self.linear_path == "auto" and all(s.native and s.fast_ok(x_TD[:1]) for s in stacks)
-                and len({s.scale.dtype for s in stacks}) == 1):
+        if self._native_ok(x_TD):
             return native.moe(x_TD.contiguous(), idx_TA.to(torch.int64).contiguous(),
                               w_TA.to(torch.float32).contiguous(), self.gate_proj, self.up_proj, self.down_proj,
                               self.gate_proj.native_mode())

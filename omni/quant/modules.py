@@ -244,13 +244,13 @@ class PackedWeight(nn.Module):
 
     def fast_ok(self, x: torch.Tensor) -> bool:
         rows = x.numel() // x.shape[-1]
-        if x.device.type != "cpu" or torch.compiler.is_compiling():
+        if x.device.type != "cpu":
             return False
-        if self.native:
+        if self.native:  # a custom op inside torch.compile (native.py)
             return (x.dtype == torch.bfloat16 and rows <= NATIVE_ROWS[self.native_mode()]
                     and self.codes.device.type == "cpu" and self.scale is not None
                     and self.scale.dtype in native.SCALE_TYPES)
-        if rows > FAST_ROWS[self.scheme.bits]:
+        if rows > FAST_ROWS[self.scheme.bits] or torch.compiler.is_compiling():
             return False
         s = self.scheme
         if s.bits == 4:

@@ -8,6 +8,9 @@ the checkpoint's own nibble layout and multiplies with integer dot products (doc
     linear(x, codes, ...)    one (N, K) int4 weight on bf16 rows
     moe(x, experts, ...)     one MoE layer's routed experts, all in one call (decode's hot loop)
 
+Inside torch.compile (the fullgraph decode step of `generate(compile=True)`) both run as the custom ops
+`omni::int4_linear` / `omni::int4_moe`, which the graph calls as they are; eager calls skip the dispatcher.
+
 Built once per source, compiler and CPU into $OMNI_CACHE (default ~/.cache/omni)/kernels, written under a temporary
 name and renamed into place. OMNI_NATIVE=0 turns the kernels off (torch's kernel and the plain path remain); a
 failed build warns once and does the same. No compiler flag or path comes from outside omni.
@@ -117,25 +120,64 @@ def linear(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, zero_point
            mode: str = "a8") -> torch.Tensor:
     """x (M, K) bf16 contiguous, codes (N, K/2) uint8 (the format's bytes), scale (N, C), zero_point (N, C) int8 or
     None -> (M, N) bf16. The caller checks `available()`, `shape_ok` and contiguity (PackedWeight.fast_ok)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.omni.int4_linear(x, codes, scale, zero_point, mode == "a8")
+    return _linear(x, codes, scale, zero_point, mode == "a8")
+
+
+def _linear(x, codes, scale, zero_point, a8: bool) -> torch.Tensor:
     m, k = x.shape
     n, c = scale.shape
     y = torch.empty(m, n, dtype=torch.bfloat16)
     library().omni_int4_linear(x.data_ptr(), m, k, codes.data_ptr(), n, scale.data_ptr(), SCALE_TYPES[scale.dtype],
-                               c, _ptr(zero_point), mode == "a8", torch.get_num_threads(), y.data_ptr())
+                               c, _ptr(zero_point), a8, torch.get_num_threads(), y.data_ptr())
     return y
 
 
 def moe(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, gate, up, down, mode: str = "a8"):
     """One MoE layer's routed experts: x (T, D) bf16, experts (T, A) int64, weights (T, A) fp32; gate, up, down are
     PackedWeight stacks in the rows layout -> (T, D) bf16."""
+    args = (x, experts, weights, gate.codes, up.codes, down.codes, gate.scale, up.scale, down.scale,
+            gate.zero_point, up.zero_point, down.zero_point, mode == "a8")
+    if torch.compiler.is_compiling():
+        return torch.ops.omni.int4_moe(*args)
+    return _moe(*args)
+
+
+def _moe(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, gate_zp, up_zp, down_zp,
+         a8: bool) -> torch.Tensor:
     t, d = x.shape
     a = experts.shape[1]
-    f = gate.out_features
+    f = gate.shape[-2]
     y = torch.empty(t, d, dtype=torch.bfloat16)
     library().omni_int4_moe(
-        x.data_ptr(), t, d, f, a, experts.data_ptr(), weights.data_ptr(),
-        gate.codes.data_ptr(), up.codes.data_ptr(), down.codes.data_ptr(),
-        gate.scale.data_ptr(), up.scale.data_ptr(), down.scale.data_ptr(), SCALE_TYPES[gate.scale.dtype],
-        _ptr(gate.zero_point), _ptr(up.zero_point), _ptr(down.zero_point),
-        gate.scale.shape[-1], down.scale.shape[-1], mode == "a8", torch.get_num_threads(), y.data_ptr())
+        x.data_ptr(), t, d, f, a, experts.data_ptr(), weights.data_ptr(), gate.data_ptr(), up.data_ptr(),
+        down.data_ptr(), gate_scale.data_ptr(), up_scale.data_ptr(), down_scale.data_ptr(),
+        SCALE_TYPES[gate_scale.dtype], _ptr(gate_zp), _ptr(up_zp), _ptr(down_zp), gate_scale.shape[-1],
+        down_scale.shape[-1], a8, torch.get_num_threads(), y.data_ptr())
     return y
+
+
+# The same two calls as custom ops, for compiled graphs: opaque to the compiler, which only needs the output shapes.
+@torch.library.custom_op("omni::int4_linear", mutates_args=())
+def _linear_op(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+               a8: bool) -> torch.Tensor:
+    return _linear(x, codes, scale, zero_point, a8)
+
+
+@_linear_op.register_fake
+def _(x, codes, scale, zero_point, a8):
+    return x.new_empty(x.shape[0], scale.shape[0])
+
+
+@torch.library.custom_op("omni::int4_moe", mutates_args=())
+def _moe_op(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+            down: torch.Tensor, gate_scale: torch.Tensor, up_scale: torch.Tensor, down_scale: torch.Tensor,
+            gate_zp: torch.Tensor | None, up_zp: torch.Tensor | None, down_zp: torch.Tensor | None,
+            a8: bool) -> torch.Tensor:
+    return _moe(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, gate_zp, up_zp, down_zp, a8)
+
+
+@_moe_op.register_fake
+def _(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, gate_zp, up_zp, down_zp, a8):
+    return x.new_empty(x.shape)
