@@ -54,6 +54,8 @@ CASES = [  # (N, K, group, symmetric, scale dtype): odd row counts leave tails o
     (66, 384, None, True, torch.float16),
     (131, 512, 256, False, torch.float32),
     (257, 1024, 128, False, torch.bfloat16),
+    (68, 256, 32, False, torch.bfloat16),  # small groups: several share one 64-byte load (tile_small)
+    (36, 384, 64, True, torch.float32),
 ]
 
 
@@ -91,7 +93,7 @@ def test_layers_take_the_native_path_and_choose_it_by_shape(kernel):
     assert q.weight.native_mode() == "bf16"
     assert (q(x).float() - lin.bias.float() - plain).abs().max() <= 2**-7 * plain.abs().max()
     assert not QuantLinear.from_linear(torch.nn.Linear(192, 128), Scheme(4, None)).weight.native  # K % 128 != 0
-    assert not QuantLinear.from_linear(torch.nn.Linear(256, 128), Scheme(4, 64)).weight.native  # group 64
+    assert QuantLinear.from_linear(torch.nn.Linear(256, 128), Scheme(4, 32)).weight.native  # AWQ checkpoints' group
     kernel("torch")  # torch's kernel needs its own layout: chosen when the layer is built
     assert QuantLinear.from_linear(torch.nn.Linear(256, 128), Scheme(4, 128)).weight.blocked
     assert q.weight.native  # built before: keeps its layout and runs omni's exact mode
@@ -100,11 +102,11 @@ def test_layers_take_the_native_path_and_choose_it_by_shape(kernel):
 
 
 @pytest.mark.parametrize("tokens", [1, 2, 5])
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_fused_moe_equals_the_per_expert_path(kernel, tokens, symmetric):
+@pytest.mark.parametrize("scheme", [Scheme(4, 128), Scheme(4, 128, False), Scheme(4, 32, False)], ids=str)
+def test_fused_moe_equals_the_per_expert_path(kernel, tokens, scheme):
     kernel("a8")
     torch.manual_seed(tokens)
-    q = QuantExperts.from_experts(Experts(16, 256, 384).bfloat16(), Scheme(4, 128, symmetric))
+    q = QuantExperts.from_experts(Experts(16, 256, 384).bfloat16(), scheme)
     assert all(getattr(q, p).native for p in ("gate_proj", "up_proj", "down_proj"))
     x = torch.randn(tokens, 256).bfloat16()
     idx = torch.stack([torch.randperm(16)[:4] for _ in range(tokens)])

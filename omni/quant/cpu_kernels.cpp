@@ -12,7 +12,9 @@
 //              y[m, n] = sum_g scale[n, g] * sx[m, g] * (dot(s, x8) - (8 + zp[n, g]) * sum(x8))
 //   bf16   exact products: nibbles become bf16 through a 16-entry table (vpermw) and vdpbf16ps sums x * (s - 8) in
 //          fp32; the result equals dequantize-then-matmul in fp32 up to the order of the sums.
-// Both need K and G to be multiples of 128 (one 64-byte load holds 128 columns), G = K for channel-wise scales.
+// Both need K to be a multiple of 128 (one 64-byte load holds 128 columns); G is 32, 64 or a multiple of 128 (G = K
+// for channel-wise scales). Groups under 128 columns share a load, and each lane of a dot product then takes its own
+// group's scale (tile_small).
 //
 // x is reordered once per call so that a 64-byte load of weights meets its columns in register order: per 128
 // columns, the 64 even ones then the 64 odd ones (the low nibbles, then the high ones).
@@ -54,6 +56,7 @@ void prepare(const uint16_t *x, int64_t M, int64_t K, int64_t C, bool a8, Acts *
     out->codes = aligned_alloc(64, ((M * K * (a8 ? 1 : 2)) + 63) / 64 * 64);
     out->scale = a8 ? (float *)malloc(M * C * sizeof(float)) : nullptr;
     out->sum = (float *)malloc(M * C * sizeof(float));
+    float *inv = (float *)malloc(C * sizeof(float));  // a8: 127 / amax of the row's groups
     for (int64_t m = 0; m < M; m++) {
         const uint16_t *xr = x + m * K;
         if (!a8) {
@@ -68,21 +71,24 @@ void prepare(const uint16_t *x, int64_t M, int64_t K, int64_t C, bool a8, Acts *
             continue;
         }
         int8_t *o = (int8_t *)out->codes + m * K;
+        float *sx = out->scale + m * C, *sum = out->sum + m * C;
         for (int64_t g = 0; g < C; g++) {
             float amax = 0.f;
             for (int64_t k = g * G; k < (g + 1) * G; k++) amax = fmaxf(amax, fabsf(bf16_to_float(xr[k])));
-            const float inv = amax > 0.f ? 127.f / amax : 0.f;
-            int32_t sum = 0;
-            for (int64_t c = g * G; c < (g + 1) * G; c += 128)
-                for (int j = 0; j < 64; j++) {
-                    int8_t e = (int8_t)nearbyintf(bf16_to_float(xr[c + 2 * j]) * inv);
-                    int8_t d = (int8_t)nearbyintf(bf16_to_float(xr[c + 2 * j + 1]) * inv);
-                    o[c + j] = e; o[c + 64 + j] = d; sum += e + d;
-                }
-            out->scale[m * C + g] = amax / 127.f;
-            out->sum[m * C + g] = (float)sum;
+            sx[g] = amax / 127.f;
+            inv[g] = amax > 0.f ? 127.f / amax : 0.f;
+            sum[g] = 0.f;
         }
+        for (int64_t c = 0; c < K; c += 128)
+            for (int j = 0; j < 64; j++)
+                for (int odd = 0; odd < 2; odd++) {
+                    const int64_t k = c + 2 * j + odd;
+                    const int8_t q = (int8_t)nearbyintf(bf16_to_float(xr[k]) * inv[k / G]);
+                    o[c + 64 * odd + j] = q;
+                    sum[k / G] += (float)q;  // exact: integers far below 2^24
+                }
     }
+    free(inv);
 }
 
 void release(Acts *a) { free(a->codes); free(a->scale); free(a->sum); }
@@ -164,23 +170,109 @@ inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const
 }
 
 
+// tile for groups of 32 or 64 columns. A dot-product vector spans `span` columns (a8: the 128 of one load, lane l
+// summing columns 8l..8l+7; bf16: each 64-column half, lane l summing columns 4l..4l+3), which hold `per` groups:
+// each lane is scaled by its own group's factor before it joins the accumulator.
+template <int NB, int MB, int S, bool A8>
+inline __attribute__((always_inline)) void tile_small(const Acts &x, int64_t m0, const uint8_t *w, const void *scale,
+                                                      const int8_t *zp, int64_t n0, float *y, int64_t ys) {
+    const int64_t K = x.K, C = x.C, G = K / C, ws = K / 2;
+    const int span = A8 ? 128 : 64, per = span / (int)G;
+    alignas(64) int32_t lane_group[16];
+    for (int l = 0; l < 16; l++) lane_group[l] = l * (span / 16) / (int)G;
+    const __m512i lanes = _mm512_load_si512(lane_group);
+    const __m512i low4 = _mm512_set1_epi8(15);
+    const __m512i table = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000,
+        (short)0xbf80, (short)0xc000, (short)0xc040, (short)0xc080, (short)0xc0a0, (short)0xc0c0, (short)0xc0e0,
+        (short)0xc100);
+    __m512 acc[NB][MB];
+    float corr[NB][MB];
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < MB; j++) { acc[i][j] = _mm512_setzero_ps(); corr[i][j] = 0.f; }
+    // scale the vector d spanning groups g0 .. g0 + per - 1 into acc[i][j]
+    auto add = [&](int i, int j, __m512 d, int64_t g0) {
+        alignas(16) float f[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int q = 0; q < per; q++) {
+            const int64_t g = g0 + q;
+            float s = scale_at<S>(scale, (n0 + i) * C + g);
+            if (A8) s *= x.scale[(m0 + j) * C + g];
+            const float off = (A8 ? 8.f : 0.f) + (zp ? (float)zp[(n0 + i) * C + g] : 0.f);
+            corr[i][j] += s * off * x.sum[(m0 + j) * C + g];
+            f[q] = s;
+        }
+        const __m512 sv = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_load_ps(f)));
+        acc[i][j] = _mm512_fmadd_ps(d, sv, acc[i][j]);
+    };
+    for (int64_t k = 0; k < K; k += 128) {
+        const uint8_t *wk = w + n0 * ws + k / 2;
+        if constexpr (A8) {
+            __m512i lo[NB], hi[NB];
+            for (int i = 0; i < NB; i++) {
+                __m512i b = _mm512_loadu_si512(wk + i * ws);
+                _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);
+                lo[i] = _mm512_and_si512(b, low4);
+                hi[i] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
+            }
+            for (int j = 0; j < MB; j++) {
+                const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * K + k;
+                __m512i even = _mm512_loadu_si512(xk), odd = _mm512_loadu_si512(xk + 64);
+                for (int i = 0; i < NB; i++) {
+                    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], even);
+                    d = _mm512_dpbusd_epi32(d, hi[i], odd);
+                    add(i, j, _mm512_cvtepi32_ps(d), k / G);
+                }
+            }
+        } else {
+            for (int half = 0; half < 2; half++) {
+                __m512bh lo[NB], hi[NB];
+                for (int i = 0; i < NB; i++) {
+                    __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wk + i * ws + 32 * half)));
+                    _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
+                    lo[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(b, low4), table);
+                    hi[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
+                }
+                for (int j = 0; j < MB; j++) {
+                    const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * K + k + 32 * half;
+                    __m512bh even = (__m512bh)_mm512_loadu_si512(xk), odd = (__m512bh)_mm512_loadu_si512(xk + 64);
+                    for (int i = 0; i < NB; i++) {
+                        __m512 d = _mm512_dpbf16_ps(_mm512_setzero_ps(), lo[i], even);
+                        d = _mm512_dpbf16_ps(d, hi[i], odd);
+                        add(i, j, d, (k + 64 * half) / G);
+                    }
+                }
+            }
+        }
+    }
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < MB; j++) y[j * ys + i] = _mm512_reduce_add_ps(acc[i][j]) - corr[i][j];
+}
+
+template <int NB, int MB, int S, bool A8, bool SMALL>
+inline __attribute__((always_inline)) void any_tile(const Acts &x, int64_t m0, const uint8_t *w, const void *scale,
+                                                    const int8_t *zp, int64_t n0, float *y, int64_t ys) {
+    if constexpr (SMALL) tile_small<NB, MB, S, A8>(x, m0, w, scale, zp, n0, y, ys);
+    else tile<NB, MB, S, A8>(x, m0, w, scale, zp, n0, y, ys);
+}
+
 // One weight (or one expert of a stack) against M prepared rows: y (M, N) fp32. Row blocks run in parallel.
-template <int S, bool A8>
+template <int S, bool A8, bool SMALL>
 void rows_fixed(const Acts &x, int64_t M, const uint8_t *w, const void *scale, const int8_t *zp, int64_t n0,
                 int64_t n1, float *y, int64_t ys) {
     int64_t n = n0;
     if (M == 1)
-        for (; n + 4 <= n1; n += 4) tile<4, 1, S, A8>(x, 0, w, scale, zp, n, y + n, ys);
+        for (; n + 4 <= n1; n += 4) any_tile<4, 1, S, A8, SMALL>(x, 0, w, scale, zp, n, y + n, ys);
     for (; n < n1; n += (M > 1 && n + 2 <= n1) ? 2 : 1) {
         const bool two = M > 1 && n + 2 <= n1;
         for (int64_t m = 0; m < M; m += 4) {
             const int64_t mb = M - m < 4 ? M - m : 4;
             float *o = y + m * ys + n;
 #define ROWS(NB) switch (mb) { \
-                case 1: tile<NB, 1, S, A8>(x, m, w, scale, zp, n, o, ys); break; \
-                case 2: tile<NB, 2, S, A8>(x, m, w, scale, zp, n, o, ys); break; \
-                case 3: tile<NB, 3, S, A8>(x, m, w, scale, zp, n, o, ys); break; \
-                default: tile<NB, 4, S, A8>(x, m, w, scale, zp, n, o, ys); }
+                case 1: any_tile<NB, 1, S, A8, SMALL>(x, m, w, scale, zp, n, o, ys); break; \
+                case 2: any_tile<NB, 2, S, A8, SMALL>(x, m, w, scale, zp, n, o, ys); break; \
+                case 3: any_tile<NB, 3, S, A8, SMALL>(x, m, w, scale, zp, n, o, ys); break; \
+                default: any_tile<NB, 4, S, A8, SMALL>(x, m, w, scale, zp, n, o, ys); }
             if (two) { ROWS(2) } else { ROWS(1) }
 #undef ROWS
         }
@@ -190,13 +282,16 @@ void rows_fixed(const Acts &x, int64_t M, const uint8_t *w, const void *scale, c
 typedef void (*rows_fn)(const Acts &, int64_t, const uint8_t *, const void *, const int8_t *, int64_t, int64_t,
                         float *, int64_t);
 
-rows_fn pick(int scale_type, int a8) {
-    static const rows_fn fns[3][2] = {
-        {rows_fixed<BF16, false>, rows_fixed<BF16, true>},
-        {rows_fixed<F16, false>, rows_fixed<F16, true>},
-        {rows_fixed<F32, false>, rows_fixed<F32, true>},
+rows_fn pick(int scale_type, int a8, int64_t group) {
+    static const rows_fn fns[3][2][2] = {
+        {{rows_fixed<BF16, false, false>, rows_fixed<BF16, false, true>},
+         {rows_fixed<BF16, true, false>, rows_fixed<BF16, true, true>}},
+        {{rows_fixed<F16, false, false>, rows_fixed<F16, false, true>},
+         {rows_fixed<F16, true, false>, rows_fixed<F16, true, true>}},
+        {{rows_fixed<F32, false, false>, rows_fixed<F32, false, true>},
+         {rows_fixed<F32, true, false>, rows_fixed<F32, true, true>}},
     };
-    return fns[scale_type][a8 ? 1 : 0];
+    return fns[scale_type][a8 ? 1 : 0][group < 128 ? 1 : 0];
 }
 
 // Rows per parallel work item: a multiple of 4 (the one-row tile), small enough to share a matrix between threads.
@@ -221,7 +316,7 @@ void omni_int4_linear(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w,
     Acts acts;
     prepare(x, M, K, C, a8, &acts);
     float *out = (float *)malloc(M * N * sizeof(float));
-    const rows_fn fn = pick(scale_type, a8);
+    const rows_fn fn = pick(scale_type, a8, K / C);
     const int64_t chunks = (N + CHUNK - 1) / CHUNK;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t c = 0; c < chunks; c++)
@@ -243,7 +338,7 @@ void omni_int4_moe(const uint16_t *x, int64_t T, int64_t D, int64_t F, int64_t A
                    const int8_t *gate_zp, const int8_t *up_zp, const int8_t *down_zp, int64_t Cd, int64_t Cf,
                    int a8, int threads, uint16_t *y) {
     const int64_t R = T * A, sbytes = scale_type == F32 ? 4 : 2;
-    const rows_fn fn = pick(scale_type, a8);
+    const rows_fn up_fn = pick(scale_type, a8, D / Cd), down_fn = pick(scale_type, a8, F / Cf);
     Acts xa;
     prepare(x, T, D, Cd, a8, &xa);
     float *g = (float *)malloc(R * F * sizeof(float)), *u = (float *)malloc(R * F * sizeof(float));
@@ -261,9 +356,9 @@ void omni_int4_moe(const uint16_t *x, int64_t T, int64_t D, int64_t F, int64_t A
             row.scale = a8 ? xa.scale + t * Cd : nullptr;
             row.sum = xa.sum + t * Cd;
             const int64_t wo = e * F * (D / 2), so = e * F * Cd;
-            fn(row, 1, gate + wo, (const char *)gate_scale + so * sbytes, gate_zp ? gate_zp + so : nullptr, n0, n1,
+            up_fn(row, 1, gate + wo, (const char *)gate_scale + so * sbytes, gate_zp ? gate_zp + so : nullptr, n0, n1,
                g + r * F, F);
-            fn(row, 1, up + wo, (const char *)up_scale + so * sbytes, up_zp ? up_zp + so : nullptr, n0, n1,
+            up_fn(row, 1, up + wo, (const char *)up_scale + so * sbytes, up_zp ? up_zp + so : nullptr, n0, n1,
                u + r * F, F);
             for (int64_t n = n0; n < n1; n++) {
                 const float gv = bf16_to_float(float_to_bf16(g[r * F + n]));
@@ -285,7 +380,7 @@ void omni_int4_moe(const uint16_t *x, int64_t T, int64_t D, int64_t F, int64_t A
             row.scale = a8 ? ha.scale + r * Cf : nullptr;
             row.sum = ha.sum + r * Cf;
             const int64_t wo = e * D * (F / 2), so = e * D * Cf;
-            fn(row, 1, down + wo, (const char *)down_scale + so * sbytes, down_zp ? down_zp + so : nullptr, n0, n1,
+            down_fn(row, 1, down + wo, (const char *)down_scale + so * sbytes, down_zp ? down_zp + so : nullptr, n0, n1,
                yd + r * D, D);
         }
 #pragma omp for schedule(static)

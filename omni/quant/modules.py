@@ -6,9 +6,9 @@ Both keep their weights only in packed form (`PackedWeight`) and compute in one 
     fast    CPU kernels that read the packed bytes directly, up to FAST_ROWS rows (decode, and the few rows each
             expert receives in a prefill; on more rows a dequantized GEMM wins), bf16 inputs:
               int4  omni's own kernels (native.py) where they build and run: the checkpoint's nibble layout (`rows`),
-                    K and the group size multiples of 128; mode "a8" (int8 activations, integer dot products, the
-                    default) or "bf16" (exact products). Otherwise torch's `_weight_int4pack_mm_for_cpu` on the
-                    `blocked` layout (group 32..256, output rows a multiple of 64).
+                    K a multiple of 128, groups of 32, 64 or multiples of 128; mode "a8" (int8 activations,
+                    integer dot products, the default) or "bf16" (exact products). Otherwise torch's
+                    `_weight_int4pack_mm_for_cpu` on the `blocked` layout (group 32..256, output rows % 64 == 0).
               int8  torch's `_weight_int8pack_mm` (per-channel, symmetric; fp32 inputs too)
 CUDA runs the plain path (no CUDA kernel here yet).
 

@@ -109,7 +109,7 @@ def available() -> bool:
 
 def shape_ok(k: int, group_size: int | None) -> bool:
     """Whether the kernels take a weight of K input columns with this group size (None: channel-wise)."""
-    return k % 128 == 0 and (group_size is None or group_size % 128 == 0)
+    return k % 128 == 0 and (group_size is None or group_size in (32, 64) or group_size % 128 == 0)
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
