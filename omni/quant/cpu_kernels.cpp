@@ -50,45 +50,57 @@ struct Acts {
     int64_t K, C;
 };
 
+// 32 bf16 columns loaded as 16 dwords: the even column is each dword's low half, the odd one its high half.
+inline __m512 even_cols(__m512i d) { return _mm512_castsi512_ps(_mm512_slli_epi32(d, 16)); }
+inline __m512 odd_cols(__m512i d) { return _mm512_castsi512_ps(_mm512_and_si512(d, _mm512_set1_epi32(-65536))); }
+// where 32 columns starting at k (k % 32 == 0) go in the reordered layout: their 16 even ones, then 64 later the odd
+inline int64_t even_at(int64_t k) { return (k & ~int64_t(127)) + ((k & 127) >> 1); }
+
 void prepare(const uint16_t *x, int64_t M, int64_t K, int64_t C, bool a8, Acts *out) {
     const int64_t G = K / C;
     out->K = K; out->C = C;
     out->codes = aligned_alloc(64, ((M * K * (a8 ? 1 : 2)) + 63) / 64 * 64);
     out->scale = a8 ? (float *)malloc(M * C * sizeof(float)) : nullptr;
     out->sum = (float *)malloc(M * C * sizeof(float));
-    float *inv = (float *)malloc(C * sizeof(float));  // a8: 127 / amax of the row's groups
     for (int64_t m = 0; m < M; m++) {
         const uint16_t *xr = x + m * K;
-        if (!a8) {
-            uint16_t *o = (uint16_t *)out->codes + m * K;
-            for (int64_t c = 0; c < K; c += 128)
-                for (int j = 0; j < 64; j++) { o[c + j] = xr[c + 2 * j]; o[c + 64 + j] = xr[c + 2 * j + 1]; }
-            for (int64_t g = 0; g < C; g++) {
-                float sum = 0.f;
-                for (int64_t k = g * G; k < (g + 1) * G; k++) sum += bf16_to_float(xr[k]);
-                out->sum[m * C + g] = sum;
-            }
-            continue;
-        }
-        int8_t *o = (int8_t *)out->codes + m * K;
-        float *sx = out->scale + m * C, *sum = out->sum + m * C;
         for (int64_t g = 0; g < C; g++) {
-            float amax = 0.f;
-            for (int64_t k = g * G; k < (g + 1) * G; k++) amax = fmaxf(amax, fabsf(bf16_to_float(xr[k])));
-            sx[g] = amax / 127.f;
-            inv[g] = amax > 0.f ? 127.f / amax : 0.f;
-            sum[g] = 0.f;
-        }
-        for (int64_t c = 0; c < K; c += 128)
-            for (int j = 0; j < 64; j++)
-                for (int odd = 0; odd < 2; odd++) {
-                    const int64_t k = c + 2 * j + odd;
-                    const int8_t q = (int8_t)nearbyintf(bf16_to_float(xr[k]) * inv[k / G]);
-                    o[c + 64 * odd + j] = q;
-                    sum[k / G] += (float)q;  // exact: integers far below 2^24
+            const int64_t k0 = g * G, k1 = k0 + G;
+            if (!a8) {  // the bf16 values reordered, and their sum
+                uint16_t *o = (uint16_t *)out->codes + m * K;
+                __m512 sum = _mm512_setzero_ps();
+                for (int64_t k = k0; k < k1; k += 32) {
+                    const __m512i d = _mm512_loadu_si512(xr + k);
+                    _mm256_storeu_si256((__m256i *)(o + even_at(k)), _mm512_cvtepi32_epi16(d));
+                    _mm256_storeu_si256((__m256i *)(o + even_at(k) + 64), _mm512_cvtepi32_epi16(_mm512_srli_epi32(d, 16)));
+                    sum = _mm512_add_ps(sum, _mm512_add_ps(even_cols(d), odd_cols(d)));
                 }
+                out->sum[m * C + g] = _mm512_reduce_add_ps(sum);
+                continue;
+            }
+            // a8: the group's scale from its largest magnitude, then the rounded codes (vcvtps2dq rounds to nearest
+            // even, as nearbyintf does) and their sum
+            __m512 amax = _mm512_setzero_ps();
+            for (int64_t k = k0; k < k1; k += 32) {
+                const __m512i d = _mm512_loadu_si512(xr + k);
+                amax = _mm512_max_ps(amax, _mm512_max_ps(_mm512_abs_ps(even_cols(d)), _mm512_abs_ps(odd_cols(d))));
+            }
+            const float a = _mm512_reduce_max_ps(amax);
+            const __m512 inv = _mm512_set1_ps(a > 0.f ? 127.f / a : 0.f);
+            int8_t *o = (int8_t *)out->codes + m * K;
+            __m512i sum = _mm512_setzero_si512();
+            for (int64_t k = k0; k < k1; k += 32) {
+                const __m512i d = _mm512_loadu_si512(xr + k);
+                const __m512i e = _mm512_cvtps_epi32(_mm512_mul_ps(even_cols(d), inv));
+                const __m512i f = _mm512_cvtps_epi32(_mm512_mul_ps(odd_cols(d), inv));
+                _mm_storeu_si128((__m128i *)(o + even_at(k)), _mm512_cvtepi32_epi8(e));
+                _mm_storeu_si128((__m128i *)(o + even_at(k) + 64), _mm512_cvtepi32_epi8(f));
+                sum = _mm512_add_epi32(sum, _mm512_add_epi32(e, f));
+            }
+            out->scale[m * C + g] = a / 127.f;
+            out->sum[m * C + g] = (float)_mm512_reduce_add_epi32(sum);
+        }
     }
-    free(inv);
 }
 
 void release(Acts *a) { free(a->codes); free(a->scale); free(a->sum); }

@@ -244,12 +244,13 @@ class PackedWeight(nn.Module):
 
     def fast_ok(self, x: torch.Tensor) -> bool:
         rows = x.numel() // x.shape[-1]
-        if x.device.type != "cpu":
+        if not x.is_cpu:
             return False
-        if self.native:  # a custom op inside torch.compile (native.py)
-            return (x.dtype == torch.bfloat16 and rows <= NATIVE_ROWS[self.native_mode()]
-                    and self.codes.device.type == "cpu" and self.scale is not None
-                    and self.scale.dtype in native.SCALE_TYPES)
+        if self.native:  # also inside torch.compile, as a custom op (native.py); a decode step asks this hundreds
+            b = self._buffers  # of times, hence the plain dict reads instead of module attributes
+            scale = b["scale"]
+            return (x.dtype == torch.bfloat16 and rows <= NATIVE_ROWS[_cpu_kernel == "bf16" and "bf16" or "a8"]
+                    and b["codes"].is_cpu and scale is not None and scale.dtype in native.SCALE_TYPES)
         if rows > FAST_ROWS[self.scheme.bits] or torch.compiler.is_compiling():
             return False
         s = self.scheme
@@ -267,8 +268,11 @@ class PackedWeight(nn.Module):
     def _fast(self, x: torch.Tensor, e) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1]).contiguous()  # the kernels read rows as dense vectors
         if self.native:
-            zp = None if self.zero_point is None else self._slot("zero_point", e)
-            y = native.linear(x2, self._slot("codes", e), self._slot("scale", e), zp, self.native_mode())
+            b = self._buffers
+            codes, scale, zp = b["codes"], b["scale"], b["zero_point"]
+            if e is not None:
+                codes, scale, zp = codes[e], scale[e], None if zp is None else zp[e]
+            y = native.linear(x2, codes, scale, zp, self.native_mode())
         elif self.scheme.bits == 8:
             scale = self._slot("scale", e)[:, 0]
             y = torch.ops.aten._weight_int8pack_mm(x2, self._slot("codes", e), scale.to(x.dtype))

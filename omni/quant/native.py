@@ -129,7 +129,7 @@ def _linear(x, codes, scale, zero_point, a8: bool) -> torch.Tensor:
     m, k = x.shape
     n, c = scale.shape
     y = torch.empty(m, n, dtype=torch.bfloat16)
-    library().omni_int4_linear(x.data_ptr(), m, k, codes.data_ptr(), n, scale.data_ptr(), SCALE_TYPES[scale.dtype],
+    (_LIB or library()).omni_int4_linear(x.data_ptr(), m, k, codes.data_ptr(), n, scale.data_ptr(), SCALE_TYPES[scale.dtype],
                                c, _ptr(zero_point), a8, torch.get_num_threads(), y.data_ptr())
     return y
 
@@ -150,7 +150,7 @@ def _moe(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, 
     a = experts.shape[1]
     f = gate.shape[-2]
     y = torch.empty(t, d, dtype=torch.bfloat16)
-    library().omni_int4_moe(
+    (_LIB or library()).omni_int4_moe(
         x.data_ptr(), t, d, f, a, experts.data_ptr(), weights.data_ptr(), gate.data_ptr(), up.data_ptr(),
         down.data_ptr(), gate_scale.data_ptr(), up_scale.data_ptr(), down_scale.data_ptr(),
         SCALE_TYPES[gate_scale.dtype], _ptr(gate_zp), _ptr(up_zp), _ptr(down_zp), gate_scale.shape[-1],
