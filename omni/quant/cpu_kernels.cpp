@@ -331,10 +331,12 @@ void omni_int4_linear(const uint16_t *x, int64_t M, int64_t K, const uint8_t *w,
     const rows_fn fn = pick(scale_type, a8, K / C);
     const int64_t chunks = (N + CHUNK - 1) / CHUNK;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t c = 0; c < chunks; c++)
-        fn(acts, M, w, scale, zp, c * CHUNK, (c + 1) * CHUNK < N ? (c + 1) * CHUNK : N, out, N);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < M * N; i++) y[i] = float_to_bf16(out[i]);
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t n0 = c * CHUNK, n1 = n0 + CHUNK < N ? n0 + CHUNK : N;
+        fn(acts, M, w, scale, zp, n0, n1, out, N);
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = n0; n < n1; n++) y[m * N + n] = float_to_bf16(out[m * N + n]);
+    }
     free(out);
     release(&acts);
 }
