@@ -158,26 +158,23 @@ def _moe(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, 
     return y
 
 
-# The same two calls as custom ops, for compiled graphs: opaque to the compiler, which only needs the output shapes.
-@torch.library.custom_op("omni::int4_linear", mutates_args=())
-def _linear_op(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
-               a8: bool) -> torch.Tensor:
-    return _linear(x, codes, scale, zero_point, a8)
+# The same two calls as operators for compiled graphs: opaque to the compiler, which only needs the output shapes.
+# Defined with torch.library.Library rather than the @custom_op decorator: about 5 us less per call (17 -> 12 us,
+# measured), and a decode step at full size makes 240 of them.
+_OPS = torch.library.Library("omni", "DEF")
+_OPS.define("int4_linear(Tensor x, Tensor codes, Tensor scale, Tensor? zero_point, bool a8) -> Tensor")
+_OPS.define("int4_moe(Tensor x, Tensor experts, Tensor weights, Tensor gate, Tensor up, Tensor down, "
+            "Tensor gate_scale, Tensor up_scale, Tensor down_scale, Tensor? gate_zp, Tensor? up_zp, "
+            "Tensor? down_zp, bool a8) -> Tensor")
+_OPS.impl("int4_linear", _linear, "CPU")
+_OPS.impl("int4_moe", _moe, "CPU")
 
 
-@_linear_op.register_fake
+@torch.library.register_fake("omni::int4_linear")
 def _(x, codes, scale, zero_point, a8):
     return x.new_empty(x.shape[0], scale.shape[0])
 
 
-@torch.library.custom_op("omni::int4_moe", mutates_args=())
-def _moe_op(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
-            down: torch.Tensor, gate_scale: torch.Tensor, up_scale: torch.Tensor, down_scale: torch.Tensor,
-            gate_zp: torch.Tensor | None, up_zp: torch.Tensor | None, down_zp: torch.Tensor | None,
-            a8: bool) -> torch.Tensor:
-    return _moe(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, gate_zp, up_zp, down_zp, a8)
-
-
-@_moe_op.register_fake
+@torch.library.register_fake("omni::int4_moe")
 def _(x, experts, weights, gate, up, down, gate_scale, up_scale, down_scale, gate_zp, up_zp, down_zp, a8):
     return x.new_empty(x.shape)
