@@ -48,6 +48,9 @@ struct Acts {
     float *scale;
     float *sum;
     int64_t K, C;
+    Acts row(int64_t r) const {  // row r alone
+        return {(char *)codes + r * K * (scale ? 1 : 2), scale ? scale + r * C : nullptr, sum + r * C, K, C};
+    }
 };
 
 // 32 bf16 columns loaded as 16 dwords: the even column is each dword's low half, the odd one its high half.
@@ -71,8 +74,9 @@ void prepare(const uint16_t *x, int64_t M, int64_t K, int64_t C, bool a8, Acts *
                 __m512 sum = _mm512_setzero_ps();
                 for (int64_t k = k0; k < k1; k += 32) {
                     const __m512i d = _mm512_loadu_si512(xr + k);
-                    _mm256_storeu_si256((__m256i *)(o + even_at(k)), _mm512_cvtepi32_epi16(d));
-                    _mm256_storeu_si256((__m256i *)(o + even_at(k) + 64), _mm512_cvtepi32_epi16(_mm512_srli_epi32(d, 16)));
+                    uint16_t *e = o + even_at(k);
+                    _mm256_storeu_si256((__m256i *)e, _mm512_cvtepi32_epi16(d));
+                    _mm256_storeu_si256((__m256i *)(e + 64), _mm512_cvtepi32_epi16(_mm512_srli_epi32(d, 16)));
                     sum = _mm512_add_ps(sum, _mm512_add_ps(even_cols(d), odd_cols(d)));
                 }
                 out->sum[m * C + g] = _mm512_reduce_add_ps(sum);
@@ -105,36 +109,47 @@ void prepare(const uint16_t *x, int64_t M, int64_t K, int64_t C, bool a8, Acts *
 
 void release(Acts *a) { free(a->codes); free(a->scale); free(a->sum); }
 
+// 64 weight bytes (128 columns of one row) as a8 multiplies them: the low nibbles (even columns), the high ones.
+inline void nibbles_u8(const uint8_t *p, __m512i &lo, __m512i &hi) {
+    const __m512i b = _mm512_loadu_si512(p), low4 = _mm512_set1_epi8(15);
+    lo = _mm512_and_si512(b, low4);
+    hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
+}
+
+// 32 weight bytes (64 columns) as the bf16 values s - 8, through a 16-entry table: even columns, odd ones.
+inline void nibbles_bf16(const uint8_t *p, __m512bh &lo, __m512bh &hi) {
+    const __m512i table = _mm512_set_epi16(  // bf16 of s - 8 for s = 0..15 (the upper half unused)
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000,
+        (short)0xbf80, (short)0xc000, (short)0xc040, (short)0xc080, (short)0xc0a0, (short)0xc0c0, (short)0xc0e0,
+        (short)0xc100);
+    const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    lo = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(b, _mm512_set1_epi16(15)), table);
+    hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
+}
+
 // NB weight rows (n0 ..) against MB rows of x (m0 ..): y[m, n] for the NB x MB pairs, written as fp32 with stride ys.
 // Independent accumulators per pair keep the multiply units busy (one chain would wait on each result).
 template <int NB, int MB, int S, bool A8>
 inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const uint8_t *w, const void *scale,
                                                 const int8_t *zp, int64_t n0, float *y, int64_t ys) {
     const int64_t K = x.K, C = x.C, G = K / C, ws = K / 2;
-    const __m512i low4 = _mm512_set1_epi8(15);
-    const __m512i table = _mm512_set_epi16(  // bf16 of s - 8 for s = 0..15 (upper half unused)
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000,
-        (short)0xbf80, (short)0xc000, (short)0xc040, (short)0xc080, (short)0xc0a0, (short)0xc0c0, (short)0xc0e0,
-        (short)0xc100);
     __m512 acc[NB][MB];
     float corr[NB][MB];
     for (int i = 0; i < NB; i++)
         for (int j = 0; j < MB; j++) { acc[i][j] = _mm512_setzero_ps(); corr[i][j] = 0.f; }
     for (int64_t g = 0; g < C; g++) {
-        __m512i dot[NB][MB];   // a8: int32 sums
-        __m512 fdot[NB][MB];   // bf16: fp32 sums
+        __m512i dot[NB][MB];  // a8: int32 sums of this group
+        __m512 fdot[NB][MB];  // bf16: fp32 sums of this group
         for (int i = 0; i < NB; i++)
-            for (int j = 0; j < MB; j++) { dot[i][j] = _mm512_setzero_si512(); fdot[i][j] = _mm512_setzero_ps(); }
+            for (int j = 0; j < MB; j++) dot[i][j] = _mm512_setzero_si512(), fdot[i][j] = _mm512_setzero_ps();
         for (int64_t k = g * G; k < (g + 1) * G; k += 128) {
             const uint8_t *wk = w + n0 * ws + k / 2;
             if constexpr (A8) {
                 __m512i lo[NB], hi[NB];
                 for (int i = 0; i < NB; i++) {
-                    __m512i b = _mm512_loadu_si512(wk + i * ws);
+                    nibbles_u8(wk + i * ws, lo[i], hi[i]);
                     _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);  // the next tile's bytes
-                    lo[i] = _mm512_and_si512(b, low4);
-                    hi[i] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
                 }
                 for (int j = 0; j < MB; j++) {
                     const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * K + k;
@@ -148,10 +163,8 @@ inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const
                 for (int half = 0; half < 2; half++) {
                     __m512bh lo[NB], hi[NB];
                     for (int i = 0; i < NB; i++) {
-                        __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wk + i * ws + 32 * half)));
+                        nibbles_bf16(wk + i * ws + 32 * half, lo[i], hi[i]);
                         _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
-                        lo[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(b, low4), table);
-                        hi[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
                     }
                     for (int j = 0; j < MB; j++) {
                         const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * K + k + 32 * half;
@@ -181,7 +194,6 @@ inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const
         for (int j = 0; j < MB; j++) y[j * ys + i] = _mm512_reduce_add_ps(acc[i][j]) - corr[i][j];
 }
 
-
 // tile for groups of 32 or 64 columns. A dot-product vector spans `span` columns (a8: the 128 of one load, lane l
 // summing columns 8l..8l+7; bf16: each 64-column half, lane l summing columns 4l..4l+3), which hold `per` groups:
 // each lane is scaled by its own group's factor before it joins the accumulator.
@@ -193,12 +205,6 @@ inline __attribute__((always_inline)) void tile_small(const Acts &x, int64_t m0,
     alignas(64) int32_t lane_group[16];
     for (int l = 0; l < 16; l++) lane_group[l] = l * (span / 16) / (int)G;
     const __m512i lanes = _mm512_load_si512(lane_group);
-    const __m512i low4 = _mm512_set1_epi8(15);
-    const __m512i table = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0x40e0, 0x40c0, 0x40a0, 0x4080, 0x4040, 0x4000, 0x3f80, 0x0000,
-        (short)0xbf80, (short)0xc000, (short)0xc040, (short)0xc080, (short)0xc0a0, (short)0xc0c0, (short)0xc0e0,
-        (short)0xc100);
     __m512 acc[NB][MB];
     float corr[NB][MB];
     for (int i = 0; i < NB; i++)
@@ -222,10 +228,8 @@ inline __attribute__((always_inline)) void tile_small(const Acts &x, int64_t m0,
         if constexpr (A8) {
             __m512i lo[NB], hi[NB];
             for (int i = 0; i < NB; i++) {
-                __m512i b = _mm512_loadu_si512(wk + i * ws);
+                nibbles_u8(wk + i * ws, lo[i], hi[i]);
                 _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);
-                lo[i] = _mm512_and_si512(b, low4);
-                hi[i] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
             }
             for (int j = 0; j < MB; j++) {
                 const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * K + k;
@@ -240,10 +244,8 @@ inline __attribute__((always_inline)) void tile_small(const Acts &x, int64_t m0,
             for (int half = 0; half < 2; half++) {
                 __m512bh lo[NB], hi[NB];
                 for (int i = 0; i < NB; i++) {
-                    __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wk + i * ws + 32 * half)));
+                    nibbles_bf16(wk + i * ws + 32 * half, lo[i], hi[i]);
                     _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
-                    lo[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(b, low4), table);
-                    hi[i] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
                 }
                 for (int j = 0; j < MB; j++) {
                     const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * K + k + 32 * half;
@@ -291,8 +293,8 @@ void rows_fixed(const Acts &x, int64_t M, const uint8_t *w, const void *scale, c
     }
 }
 
-typedef void (*rows_fn)(const Acts &, int64_t, const uint8_t *, const void *, const int8_t *, int64_t, int64_t,
-                        float *, int64_t);
+using rows_fn = void (*)(const Acts &, int64_t, const uint8_t *, const void *, const int8_t *, int64_t, int64_t,
+                         float *, int64_t);
 
 rows_fn pick(int scale_type, int a8, int64_t group) {
     static const rows_fn fns[3][2][2] = {
@@ -306,17 +308,14 @@ rows_fn pick(int scale_type, int a8, int64_t group) {
     return fns[scale_type][a8 ? 1 : 0][group < 128 ? 1 : 0];
 }
 
-// Rows per parallel work item: a multiple of 4 (the one-row tile), small enough to share a matrix between threads.
-constexpr int64_t CHUNK = 32;
-
+constexpr int64_t CHUNK = 32;  // rows per parallel work item: a multiple of 4 (the 1-row tile's 4 weight rows)
 inline float silu(float v) { return v / (1.f + expf(-v)); }
 
 }  // namespace
 
 extern "C" {
 
-// Checks the CPU can run these kernels (the library is built with -march=native, so this is for a cache moved
-// between machines; returns 1 when usable).
+// 1 when this CPU runs the library (built with -march=native: this guards a cache moved between machines)
 int omni_cpu_ok(void) {
     return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
            __builtin_cpu_supports("avx512bf16");
@@ -353,49 +352,36 @@ void omni_int4_moe(const uint16_t *x, int64_t T, int64_t D, int64_t F, int64_t A
                    int a8, int threads, uint16_t *y) {
     const int64_t R = T * A, sbytes = scale_type == F32 ? 4 : 2;
     const rows_fn up_fn = pick(scale_type, a8, D / Cd), down_fn = pick(scale_type, a8, F / Cf);
-    Acts xa;
+    // rows n0..n1 of expert e of a stack of (N, K) weights with C scale columns, against one prepared row
+    auto expert = [&](rows_fn fn, const Acts &row, const uint8_t *w, const void *scale, const int8_t *zp, int64_t e,
+                      int64_t N, int64_t K, int64_t C, int64_t n0, int64_t n1, float *out) {
+        const int64_t so = e * N * C;
+        fn(row, 1, w + e * N * (K / 2), (const char *)scale + so * sbytes, zp ? zp + so : nullptr, n0, n1, out, N);
+    };
+    Acts xa, ha;
     prepare(x, T, D, Cd, a8, &xa);
     float *g = (float *)malloc(R * F * sizeof(float)), *u = (float *)malloc(R * F * sizeof(float));
     uint16_t *h = (uint16_t *)malloc(R * F * sizeof(uint16_t));
     float *yd = (float *)malloc(R * D * sizeof(float));
     const int64_t fchunks = (F + CHUNK - 1) / CHUNK, dchunks = (D + CHUNK - 1) / CHUNK;
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < R * fchunks; i++) {
-            const int64_t r = i / fchunks, n0 = (i % fchunks) * CHUNK, n1 = n0 + CHUNK < F ? n0 + CHUNK : F;
-            const int64_t e = experts[r], t = r / A;
-            Acts row = xa;  // this token's row only
-            row.codes = (char *)xa.codes + t * D * (a8 ? 1 : 2);
-            row.scale = a8 ? xa.scale + t * Cd : nullptr;
-            row.sum = xa.sum + t * Cd;
-            const int64_t wo = e * F * (D / 2), so = e * F * Cd;
-            up_fn(row, 1, gate + wo, (const char *)gate_scale + so * sbytes, gate_zp ? gate_zp + so : nullptr, n0, n1,
-               g + r * F, F);
-            up_fn(row, 1, up + wo, (const char *)up_scale + so * sbytes, up_zp ? up_zp + so : nullptr, n0, n1,
-               u + r * F, F);
-            for (int64_t n = n0; n < n1; n++) {
-                const float gv = bf16_to_float(float_to_bf16(g[r * F + n]));
-                const float uv = bf16_to_float(float_to_bf16(u[r * F + n]));
-                h[r * F + n] = float_to_bf16(bf16_to_float(float_to_bf16(silu(gv))) * uv);
-            }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < R * fchunks; i++) {  // gate and up of every (token, expert) pair, row chunk by chunk
+        const int64_t r = i / fchunks, n0 = (i % fchunks) * CHUNK, n1 = n0 + CHUNK < F ? n0 + CHUNK : F;
+        const Acts row = xa.row(r / A);
+        expert(up_fn, row, gate, gate_scale, gate_zp, experts[r], F, D, Cd, n0, n1, g + r * F);
+        expert(up_fn, row, up, up_scale, up_zp, experts[r], F, D, Cd, n0, n1, u + r * F);
+        for (int64_t n = r * F + n0; n < r * F + n1; n++) {
+            const float gv = bf16_to_float(float_to_bf16(g[n])), uv = bf16_to_float(float_to_bf16(u[n]));
+            h[n] = float_to_bf16(bf16_to_float(float_to_bf16(silu(gv))) * uv);
         }
     }
-    Acts ha;
     prepare(h, R, F, Cf, a8, &ha);
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < R * dchunks; i++) {
+        for (int64_t i = 0; i < R * dchunks; i++) {  // down, then the weighted sum over each token's experts
             const int64_t r = i / dchunks, n0 = (i % dchunks) * CHUNK, n1 = n0 + CHUNK < D ? n0 + CHUNK : D;
-            const int64_t e = experts[r];
-            Acts row = ha;
-            row.codes = (char *)ha.codes + r * F * (a8 ? 1 : 2);
-            row.scale = a8 ? ha.scale + r * Cf : nullptr;
-            row.sum = ha.sum + r * Cf;
-            const int64_t wo = e * D * (F / 2), so = e * D * Cf;
-            down_fn(row, 1, down + wo, (const char *)down_scale + so * sbytes, down_zp ? down_zp + so : nullptr, n0, n1,
-               yd + r * D, D);
+            expert(down_fn, ha.row(r), down, down_scale, down_zp, experts[r], D, F, Cf, n0, n1, yd + r * D);
         }
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < T; t++)
