@@ -150,6 +150,12 @@ def test_build_is_cached_and_atomic(tmp_path):
     assert len(files) == 1 and files[0].startswith("cpu_kernels-") and files[0].endswith(".so")
 
 
+def test_cpu_check_reads_the_flags_line():
+    here = native._cpu_id()
+    assert native.cpu_supported(here)  # this module runs only where the kernels do
+    assert not native.cpu_supported("flags : fpu sse2 avx2 fma avx512f avx512bw")  # AVX-512 without VNNI / BF16
+
+
 def test_off_switch_falls_back_to_torch_kernel():
     code = ("import torch, omni.quant.native as n; from omni.quant.modules import QuantLinear; "
             "from omni.quant.scheme import Scheme; assert not n.available(); "

@@ -53,6 +53,16 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
+NEEDED = ("avx512bw", "avx512_vnni", "avx512_bf16")  # the instructions the kernels use (as /proc/cpuinfo names them)
+
+
+def cpu_supported(flags_line: str) -> bool:
+    """Whether a /proc/cpuinfo flags line has what the kernels need (checked before compiling: a CPU without them
+    would fail the build in every new process)."""
+    flags = set(flags_line.split())
+    return all(f in flags for f in NEEDED)
+
+
 def _build() -> Path:
     cxx = _compiler()
     if cxx is None:
@@ -90,7 +100,8 @@ def library() -> ctypes.CDLL | None:
     global _LIB
     if _LIB is None:
         _LIB = False
-        if os.environ.get("OMNI_NATIVE", "1") == "0" or platform.machine() not in ("x86_64", "AMD64"):
+        if (os.environ.get("OMNI_NATIVE", "1") == "0" or platform.machine() not in ("x86_64", "AMD64")
+                or not cpu_supported(_cpu_id())):
             return None
         try:
             lib = ctypes.CDLL(str(_build()))
