@@ -12,10 +12,11 @@ from ..errors import CheckpointError, ConfigError
 from .convert import (DEFAULT_SCOPE, in_default_scope, is_quantized, official_modules, prepare_empty,
                       quantizable, quantize_in_memory, schemes_of, split_key)
 from .experts import QuantExperts
-from .modules import PackedWeight, QuantLinear
+from .modules import PackedWeight, QuantLinear, cpu_kernel, set_cpu_kernel
 from .scheme import Scheme, make_config, parse_config, scheme_from_options
 
 __all__ = ["quantize", "Scheme", "QuantLinear", "QuantExperts", "PackedWeight", "is_quantized", "DEFAULT_SCOPE",
+           "set_cpu_kernel", "cpu_kernel",
            "in_default_scope", "quantized_bytes"]
 
 
