@@ -156,6 +156,14 @@ def test_cpu_check_reads_the_flags_line():
     assert not native.cpu_supported("flags : fpu sse2 avx2 fma avx512f avx512bw")  # AVX-512 without VNNI / BF16
 
 
+def test_bad_kernel_variable_is_a_named_error():
+    code = ("import torch, pytest; from omni.errors import InputError; from omni.quant.modules import QuantLinear; "
+            "from omni.quant.scheme import Scheme\n"
+            "with pytest.raises(InputError, match='OMNI_INT4_KERNEL'):\n"
+            "    QuantLinear.from_linear(torch.nn.Linear(256, 128), Scheme(4, 128))")
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMNI_INT4_KERNEL="fast"), check=True)
+
+
 def test_off_switch_falls_back_to_torch_kernel():
     code = ("import torch, omni.quant.native as n; from omni.quant.modules import QuantLinear; "
             "from omni.quant.scheme import Scheme; assert not n.available(); "

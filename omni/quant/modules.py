@@ -36,7 +36,7 @@ from .scheme import Scheme
 FAST_ROWS = {4: 64, 8: 32}
 NATIVE_ROWS = {"a8": 64, "bf16": 32}  # omni's kernels, measured the same way (docs/quantization.md)
 CPU_KERNELS = ("a8", "bf16", "torch")
-_cpu_kernel = os.environ.get("OMNI_INT4_KERNEL", "a8")
+_cpu_kernel: str | None = None  # None: OMNI_INT4_KERNEL (default "a8"), read and checked on first use
 PARTS = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point")
 _INT4_GROUPS = (32, 64, 128, 256)
 _KERNEL_LAYOUT_OK: bool | None = None
@@ -52,6 +52,13 @@ def set_cpu_kernel(name: str) -> None:
 
 
 def cpu_kernel() -> str:
+    global _cpu_kernel
+    if _cpu_kernel is None:
+        name = os.environ.get("OMNI_INT4_KERNEL", "a8")
+        if name not in CPU_KERNELS:
+            raise InputError(f"OMNI_INT4_KERNEL={name!r} names no CPU int4 kernel; use one of {CPU_KERNELS} "
+                             "(or unset it for the default, a8)")
+        _cpu_kernel = name
     return _cpu_kernel
 
 
@@ -86,7 +93,7 @@ class PackedWeight(nn.Module):
         self.scheme, self.out_features, self.in_features = scheme, out_features, in_features
         self.lead = () if experts is None else (experts,)
         # omni's kernels read the format's own bytes; torch's kernel needs them regrouped (`blocked`)
-        self.native = (scheme.bits == 4 and _cpu_kernel != "torch" and native.shape_ok(in_features, scheme.group_size)
+        self.native = (scheme.bits == 4 and cpu_kernel() != "torch" and native.shape_ok(in_features, scheme.group_size)
                        and native.available())
         self.blocked = (scheme.bits == 4 and not self.native and packing.blocked_fits(out_features, in_features))
         if scheme.bits == 4:
@@ -240,7 +247,7 @@ class PackedWeight(nn.Module):
 
     def native_mode(self) -> str:
         """The mode of omni's kernel for this weight (its layout allows both)."""
-        return "bf16" if _cpu_kernel == "bf16" else "a8"
+        return "bf16" if cpu_kernel() == "bf16" else "a8"
 
     def fast_ok(self, x: torch.Tensor) -> bool:
         rows = x.numel() // x.shape[-1]
