@@ -127,9 +127,9 @@ def main(argv=None):
         with torch.no_grad():
             for (ids, new, full), want in zip(answers, base_logits):
                 got = model.thinker(input_ids=full).logits[0, ids.shape[1] - 1 : -1].float()
-                kept.append((got.argmax(-1) == want.argmax(-1)).float().mean().item())
-                kl.append(torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True,
-                                                     reduction="batchmean").item())
+                same, divergence = _compare(got, want)
+                kept.append(same)
+                kl.append(divergence)
                 free = model.generate({"input_ids": ids, "attention_mask": torch.ones_like(ids)},
                                       max_new_tokens=args.new_tokens, eos_token_ids=())
                 same = (free[0] == new[0]).int().cumprod(0).sum().item()

@@ -128,6 +128,54 @@ inline void nibbles_bf16(const uint8_t *p, __m512bh &lo, __m512bh &hi) {
     hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
 }
 
+// The products of NB weight rows (at wk, ws bytes apart) and MB prepared rows of x (m0 ..) over 128 columns at k,
+// added into dot[i][j] as int32 lanes (a8). Also fetches the next tile's bytes ahead.
+template <int NB, int MB>
+inline __attribute__((always_inline)) void products_a8(const Acts &x, int64_t m0, const uint8_t *wk, int64_t ws,
+                                                       int64_t k, __m512i (&dot)[NB][MB]) {
+    __m512i lo[NB], hi[NB];
+    for (int i = 0; i < NB; i++) {
+        nibbles_u8(wk + i * ws, lo[i], hi[i]);
+        _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);
+    }
+    for (int j = 0; j < MB; j++) {
+        const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * x.K + k;
+        const __m512i even = _mm512_loadu_si512(xk), odd = _mm512_loadu_si512(xk + 64);
+        for (int i = 0; i < NB; i++)
+            dot[i][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[i][j], lo[i], even), hi[i], odd);
+    }
+}
+
+// The same in bf16 over the 64 columns of one half (0 or 1) of the 128 at k, added into dot[i][j] as fp32 lanes.
+template <int NB, int MB>
+inline __attribute__((always_inline)) void products_bf16(const Acts &x, int64_t m0, const uint8_t *wk, int64_t ws,
+                                                         int64_t k, int half, __m512 (&dot)[NB][MB]) {
+    __m512bh lo[NB], hi[NB];
+    for (int i = 0; i < NB; i++) {
+        nibbles_bf16(wk + i * ws + 32 * half, lo[i], hi[i]);
+        _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
+    }
+    for (int j = 0; j < MB; j++) {
+        const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * x.K + k + 32 * half;
+        const __m512bh even = (__m512bh)_mm512_loadu_si512(xk), odd = (__m512bh)_mm512_loadu_si512(xk + 64);
+        for (int i = 0; i < NB; i++)
+            dot[i][j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(dot[i][j], lo[i], even), hi[i], odd);
+    }
+}
+
+// What group g's sum of weight row n with x row m is multiplied by (scale, times x's scale for a8), and what comes
+// off afterwards, added to corr: the a8 codes hold s = q + 8 (the bf16 table already subtracts the 8), and the zero
+// point comes off the same way, both times the group's sum of x.
+template <int S, bool A8>
+inline float group_factor(const Acts &x, const void *scale, const int8_t *zp, int64_t n, int64_t m, int64_t g,
+                          float &corr) {
+    float s = scale_at<S>(scale, n * x.C + g);
+    if (A8) s *= x.scale[m * x.C + g];
+    const float off = (A8 ? 8.f : 0.f) + (zp ? (float)zp[n * x.C + g] : 0.f);
+    corr += s * off * x.sum[m * x.C + g];
+    return s;
+}
+
 // NB weight rows (n0 ..) against MB rows of x (m0 ..): y[m, n] for the NB x MB pairs, written as fp32 with stride ys.
 // Independent accumulators per pair keep the multiply units busy (one chain would wait on each result).
 template <int NB, int MB, int S, bool A8>
@@ -145,50 +193,16 @@ inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const
             for (int j = 0; j < MB; j++) dot[i][j] = _mm512_setzero_si512(), fdot[i][j] = _mm512_setzero_ps();
         for (int64_t k = g * G; k < (g + 1) * G; k += 128) {
             const uint8_t *wk = w + n0 * ws + k / 2;
-            if constexpr (A8) {
-                __m512i lo[NB], hi[NB];
-                for (int i = 0; i < NB; i++) {
-                    nibbles_u8(wk + i * ws, lo[i], hi[i]);
-                    _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);  // the next tile's bytes
-                }
-                for (int j = 0; j < MB; j++) {
-                    const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * K + k;
-                    __m512i even = _mm512_loadu_si512(xk), odd = _mm512_loadu_si512(xk + 64);
-                    for (int i = 0; i < NB; i++) {
-                        dot[i][j] = _mm512_dpbusd_epi32(dot[i][j], lo[i], even);
-                        dot[i][j] = _mm512_dpbusd_epi32(dot[i][j], hi[i], odd);
-                    }
-                }
-            } else {
-                for (int half = 0; half < 2; half++) {
-                    __m512bh lo[NB], hi[NB];
-                    for (int i = 0; i < NB; i++) {
-                        nibbles_bf16(wk + i * ws + 32 * half, lo[i], hi[i]);
-                        _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
-                    }
-                    for (int j = 0; j < MB; j++) {
-                        const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * K + k + 32 * half;
-                        __m512bh even = (__m512bh)_mm512_loadu_si512(xk), odd = (__m512bh)_mm512_loadu_si512(xk + 64);
-                        for (int i = 0; i < NB; i++) {
-                            fdot[i][j] = _mm512_dpbf16_ps(fdot[i][j], lo[i], even);
-                            fdot[i][j] = _mm512_dpbf16_ps(fdot[i][j], hi[i], odd);
-                        }
-                    }
-                }
-            }
+            if constexpr (A8) products_a8<NB, MB>(x, m0, wk, ws, k, dot);
+            else for (int half = 0; half < 2; half++) products_bf16<NB, MB>(x, m0, wk, ws, k, half, fdot);
         }
-        for (int i = 0; i < NB; i++) {
-            const float sw = scale_at<S>(scale, (n0 + i) * C + g);
-            // the a8 codes hold s = q + 8, the table already subtracts the 8; the zero point comes off the same way
-            const float off = (A8 ? 8.f : 0.f) + (zp ? (float)zp[(n0 + i) * C + g] : 0.f);
+        for (int i = 0; i < NB; i++)
             for (int j = 0; j < MB; j++) {
-                float s = sw;
+                const float s = group_factor<S, A8>(x, scale, zp, n0 + i, m0 + j, g, corr[i][j]);
                 __m512 d = fdot[i][j];
-                if constexpr (A8) { s *= x.scale[(m0 + j) * C + g]; d = _mm512_cvtepi32_ps(dot[i][j]); }
+                if constexpr (A8) d = _mm512_cvtepi32_ps(dot[i][j]);
                 acc[i][j] = _mm512_fmadd_ps(d, _mm512_set1_ps(s), acc[i][j]);
-                corr[i][j] += s * off * x.sum[(m0 + j) * C + g];
             }
-        }
     }
     for (int i = 0; i < NB; i++)
         for (int j = 0; j < MB; j++) y[j * ys + i] = _mm512_reduce_add_ps(acc[i][j]) - corr[i][j];
@@ -200,7 +214,7 @@ inline __attribute__((always_inline)) void tile(const Acts &x, int64_t m0, const
 template <int NB, int MB, int S, bool A8>
 inline __attribute__((always_inline)) void tile_small(const Acts &x, int64_t m0, const uint8_t *w, const void *scale,
                                                       const int8_t *zp, int64_t n0, float *y, int64_t ys) {
-    const int64_t K = x.K, C = x.C, G = K / C, ws = K / 2;
+    const int64_t K = x.K, G = K / x.C, ws = K / 2;
     const int span = A8 ? 128 : 64, per = span / (int)G;
     alignas(64) int32_t lane_group[16];
     for (int l = 0; l < 16; l++) lane_group[l] = l * (span / 16) / (int)G;
@@ -209,53 +223,34 @@ inline __attribute__((always_inline)) void tile_small(const Acts &x, int64_t m0,
     float corr[NB][MB];
     for (int i = 0; i < NB; i++)
         for (int j = 0; j < MB; j++) { acc[i][j] = _mm512_setzero_ps(); corr[i][j] = 0.f; }
-    // scale the vector d spanning groups g0 .. g0 + per - 1 into acc[i][j]
-    auto add = [&](int i, int j, __m512 d, int64_t g0) {
-        alignas(16) float f[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int q = 0; q < per; q++) {
-            const int64_t g = g0 + q;
-            float s = scale_at<S>(scale, (n0 + i) * C + g);
-            if (A8) s *= x.scale[(m0 + j) * C + g];
-            const float off = (A8 ? 8.f : 0.f) + (zp ? (float)zp[(n0 + i) * C + g] : 0.f);
-            corr[i][j] += s * off * x.sum[(m0 + j) * C + g];
-            f[q] = s;
-        }
-        const __m512 sv = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_load_ps(f)));
-        acc[i][j] = _mm512_fmadd_ps(d, sv, acc[i][j]);
+    // the vectors d[i][j], spanning groups g0 .. g0 + per - 1, scaled lane by lane into acc
+    auto add = [&](auto &d, int64_t g0) {
+        for (int i = 0; i < NB; i++)
+            for (int j = 0; j < MB; j++) {
+                alignas(16) float f[4] = {0.f, 0.f, 0.f, 0.f};
+                for (int q = 0; q < per; q++)
+                    f[q] = group_factor<S, A8>(x, scale, zp, n0 + i, m0 + j, g0 + q, corr[i][j]);
+                const __m512 sv = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_load_ps(f)));
+                __m512 v;
+                if constexpr (A8) v = _mm512_cvtepi32_ps(d[i][j]); else v = d[i][j];
+                acc[i][j] = _mm512_fmadd_ps(v, sv, acc[i][j]);
+            }
     };
     for (int64_t k = 0; k < K; k += 128) {
         const uint8_t *wk = w + n0 * ws + k / 2;
         if constexpr (A8) {
-            __m512i lo[NB], hi[NB];
-            for (int i = 0; i < NB; i++) {
-                nibbles_u8(wk + i * ws, lo[i], hi[i]);
-                _mm_prefetch((const char *)(wk + (i + NB) * ws), _MM_HINT_T0);
-            }
-            for (int j = 0; j < MB; j++) {
-                const int8_t *xk = (const int8_t *)x.codes + (m0 + j) * K + k;
-                __m512i even = _mm512_loadu_si512(xk), odd = _mm512_loadu_si512(xk + 64);
-                for (int i = 0; i < NB; i++) {
-                    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], even);
-                    d = _mm512_dpbusd_epi32(d, hi[i], odd);
-                    add(i, j, _mm512_cvtepi32_ps(d), k / G);
-                }
-            }
+            __m512i dot[NB][MB];
+            for (int i = 0; i < NB; i++)
+                for (int j = 0; j < MB; j++) dot[i][j] = _mm512_setzero_si512();
+            products_a8<NB, MB>(x, m0, wk, ws, k, dot);
+            add(dot, k / G);
         } else {
             for (int half = 0; half < 2; half++) {
-                __m512bh lo[NB], hi[NB];
-                for (int i = 0; i < NB; i++) {
-                    nibbles_bf16(wk + i * ws + 32 * half, lo[i], hi[i]);
-                    _mm_prefetch((const char *)(wk + (i + NB) * ws + 32 * half), _MM_HINT_T0);
-                }
-                for (int j = 0; j < MB; j++) {
-                    const uint16_t *xk = (const uint16_t *)x.codes + (m0 + j) * K + k + 32 * half;
-                    __m512bh even = (__m512bh)_mm512_loadu_si512(xk), odd = (__m512bh)_mm512_loadu_si512(xk + 64);
-                    for (int i = 0; i < NB; i++) {
-                        __m512 d = _mm512_dpbf16_ps(_mm512_setzero_ps(), lo[i], even);
-                        d = _mm512_dpbf16_ps(d, hi[i], odd);
-                        add(i, j, d, (k + 64 * half) / G);
-                    }
-                }
+                __m512 dot[NB][MB];
+                for (int i = 0; i < NB; i++)
+                    for (int j = 0; j < MB; j++) dot[i][j] = _mm512_setzero_ps();
+                products_bf16<NB, MB>(x, m0, wk, ws, k, half, dot);
+                add(dot, (k + 64 * half) / G);
             }
         }
     }

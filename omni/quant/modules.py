@@ -256,7 +256,7 @@ class PackedWeight(nn.Module):
         if self.native:  # also inside torch.compile, as a custom op (native.py); a decode step asks this hundreds
             b = self._buffers  # of times, hence the plain dict reads instead of module attributes
             scale = b["scale"]
-            return (x.dtype == torch.bfloat16 and rows <= NATIVE_ROWS[_cpu_kernel == "bf16" and "bf16" or "a8"]
+            return (x.dtype == torch.bfloat16 and rows <= NATIVE_ROWS[self.native_mode()]
                     and b["codes"].is_cpu and scale is not None and scale.dtype in native.SCALE_TYPES)
         if rows > FAST_ROWS[self.scheme.bits] or torch.compiler.is_compiling():
             return False

@@ -63,12 +63,12 @@ def cpu_supported(flags_line: str) -> bool:
     return all(f in flags for f in NEEDED)
 
 
-def _build() -> Path:
+def _build(cpu: str) -> Path:
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++) on PATH")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_id()]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, cpu]).encode()).hexdigest()
     out = _cache_dir() / f"cpu_kernels-{key[:16]}.so"
     if out.exists():
         return out
@@ -100,11 +100,13 @@ def library() -> ctypes.CDLL | None:
     global _LIB
     if _LIB is None:
         _LIB = False
-        if (os.environ.get("OMNI_NATIVE", "1") == "0" or platform.machine() not in ("x86_64", "AMD64")
-                or not cpu_supported(_cpu_id())):
+        if os.environ.get("OMNI_NATIVE", "1") == "0" or platform.machine() not in ("x86_64", "AMD64"):
+            return None
+        cpu = _cpu_id()
+        if not cpu_supported(cpu):
             return None
         try:
-            lib = ctypes.CDLL(str(_build()))
+            lib = ctypes.CDLL(str(_build(cpu)))
             _bind(lib)
             if lib.omni_cpu_ok():
                 _LIB = lib
@@ -140,8 +142,9 @@ def _linear(x, codes, scale, zero_point, a8: bool) -> torch.Tensor:
     m, k = x.shape
     n, c = scale.shape
     y = torch.empty(m, n, dtype=torch.bfloat16)
-    (_LIB or library()).omni_int4_linear(x.data_ptr(), m, k, codes.data_ptr(), n, scale.data_ptr(), SCALE_TYPES[scale.dtype],
-                               c, _ptr(zero_point), a8, torch.get_num_threads(), y.data_ptr())
+    (_LIB or library()).omni_int4_linear(x.data_ptr(), m, k, codes.data_ptr(), n, scale.data_ptr(),
+                                         SCALE_TYPES[scale.dtype], c, _ptr(zero_point), a8, torch.get_num_threads(),
+                                         y.data_ptr())
     return y
 
 
